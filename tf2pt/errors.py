@@ -1,0 +1,103 @@
+"""Typed errors. Library code raises these; only ``tf2pt.cli`` turns them into exit codes.
+
+Every error renders as one line: ``<file>: <problem> (<what to do>)``. Anything else that
+escapes the library is a bug.
+
+Exit codes (documented in ``docs/reliability.md``):
+
+====  =============================================================================
+0     success (``verify``: parity holds)
+1     ``verify`` ran both frameworks and parity failed
+2     usage or input error: bad or unsupported checkpoint, unknown mapping, a
+      conversion that does not cover the checkpoint, existing output, missing extra
+130   interrupted (Ctrl-C); no output file is left behind
+====  =============================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+EXIT_OK = 0
+EXIT_PARITY = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class Tf2ptError(Exception):
+    """Base class: a problem the user can fix. ``str(err)`` is a single line."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problem: str, *, path: str | os.PathLike | None = None, hint: str | None = None):
+        self.problem = " ".join(str(problem).split())
+        self.path = os.fspath(path) if path is not None else None
+        self.hint = " ".join(hint.split()) if hint else None
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        text = f"{self.path}: {self.problem}" if self.path else self.problem
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class CheckpointError(Tf2ptError):
+    """The checkpoint (or graph) cannot be found, parsed or trusted."""
+
+
+class CheckpointNotFoundError(CheckpointError):
+    """No checkpoint at the path, or a file it needs is missing."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """Bytes on disk disagree with the format: truncation, CRC mismatch, bad magic, bad sizes."""
+
+
+class UnsupportedError(CheckpointError):
+    """Valid input that tf2pt does not handle (e.g. a ``variant`` or ``resource`` tensor)."""
+
+
+class InputError(Tf2ptError):
+    """A non-checkpoint input is wrong: a volume file, a reference file, an option value."""
+
+
+class MappingError(Tf2ptError):
+    """A mapping cannot be found, loaded or is itself inconsistent."""
+
+
+class ConversionError(Tf2ptError):
+    """A strict conversion found problems. ``problems`` lists every one of them.
+
+    ``str()`` stays one line (a count and the first problems); :meth:`details` gives all.
+    """
+
+    def __init__(self, problems: Sequence[str], *, path=None, hint: str | None = None, report=None):
+        self.problems = list(problems)
+        self.report = report
+        n = len(self.problems)
+        head = "; ".join(self.problems[:3]) + ("; ..." if n > 3 else "")
+        super().__init__(f"conversion failed with {n} problem{'s' if n != 1 else ''}: {head}", path=path, hint=hint)
+
+    def details(self) -> str:
+        return "\n".join(f"  - {p}" for p in self.problems)
+
+
+class OutputExistsError(Tf2ptError):
+    """Refusing to overwrite an existing file."""
+
+    def __init__(self, path):
+        super().__init__("output file already exists", path=path, hint="pass --force to overwrite it")
+
+
+class DependencyError(Tf2ptError):
+    """An optional dependency (TensorFlow, MONAI, nibabel, ...) is needed but not installed."""
+
+    def __init__(self, package: str, purpose: str, extra: str | None = None):
+        pip = f"pip install 'tf2pt[{extra}]'" if extra else f"pip install {package}"
+        super().__init__(f"{purpose} needs {package}, which is not installed", hint=pip)
+
+
+def join_problems(problems: Iterable[str]) -> str:
+    return "\n".join(f"  - {p}" for p in problems)
