@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from tf2pt import nn as tfnn
-from tf2pt.transforms import TRANSFORMS, get_transform
+from tf2pt.transforms import TRANSFORMS, get_transform, invert
 from tf2pt.errors import MappingError
 
 tf = pytest.importorskip("tensorflow", reason="TensorFlow is the oracle for layout transforms")
@@ -52,6 +52,18 @@ def test_every_transform_maps_shapes_like_arrays():
         out = t(rand(*shape))
         assert out.shape == t.out_shape(shape), name
         assert out.flags["C_CONTIGUOUS"], name
+
+
+@pytest.mark.parametrize("name,shape", [("conv1d", (3, 4, 5)), ("conv2d", (3, 2, 4, 5)), ("conv3d", (3, 2, 1, 4, 5)),
+                                        ("conv_transpose3d", (2, 3, 4, 5, 6)), ("dense", (4, 5)), ("identity", (2,))])
+def test_invert_undoes_the_permutation_transforms(name, shape):
+    x = rand(*shape)
+    assert np.array_equal(invert(name, TRANSFORMS[name](x)), x)
+
+
+def test_invert_refuses_lossy_transforms():
+    with pytest.raises(ValueError, match="no inverse"):
+        invert("scalar", rand())
 
 
 def test_conv3d_is_dhwio_to_oidhw_elementwise():

@@ -117,6 +117,19 @@ TRANSFORMS: Dict[str, Transform] = {
 }
 
 
+def invert(name: str, value: np.ndarray) -> np.ndarray:
+    """PyTorch layout back to TF layout, for the transforms that are pure axis permutations
+    (used to build TF checkpoints from PyTorch weights, e.g. the bundled example)."""
+    t = get_transform(name)
+    if t.array is _permute:
+        return np.ascontiguousarray(np.transpose(value, np.argsort(_kernel_perm(value.ndim))))
+    if t.name == "dense":
+        return np.ascontiguousarray(value.T)
+    if t.name == "identity":
+        return value
+    raise ValueError(f"transform {name!r} has no inverse here")
+
+
 def get_transform(name_or_transform) -> Transform:
     if isinstance(name_or_transform, Transform):
         return name_or_transform

@@ -1,0 +1,299 @@
+"""Apply a mapping to a checkpoint: plan every key, check every shape, then produce tensors.
+
+:func:`plan` reads no tensor data. It puts each TF variable under exactly one rule (ignored,
+refused or renamed), gives each target key exactly one source (a TF variable or a fill rule),
+and compares each post-transform shape with the target model's ``state_dict()`` -- built on the
+``meta`` device, so checking a large model costs no memory. All problems are collected and
+reported at once. :func:`convert` then materialises the tensors; the writers in
+:mod:`tf2pt.writer` stream them to disk one at a time instead.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from ._version import __version__
+from .errors import ConversionError
+from .mapping import Fill, Mapping, Target
+from .registry import get_mapping
+from .transforms import Transform, get_transform
+
+
+@dataclass
+class Entry:
+    """One target key and where its value comes from."""
+
+    key: str
+    shape: Tuple[int, ...]
+    dtype: Any  # torch.dtype of the target
+    source: Optional[str] = None  # TF variable name
+    transform: Optional[Transform] = None
+    fill: Optional[Fill] = None
+
+    def tensor(self, checkpoint):
+        """The value as a CPU torch tensor in the target's dtype (reads the checkpoint)."""
+        import torch
+
+        if self.fill is not None:
+            value = self.fill.value
+            if callable(value):
+                return value(self.shape, self.dtype)
+            return torch.full(self.shape, value, dtype=self.dtype)
+        array = self.transform(checkpoint.read(self.source))
+        return numpy_to_torch(array).to(self.dtype)
+
+
+def numpy_to_torch(array: np.ndarray):
+    """A torch tensor owning a copy of ``array`` (handles bfloat16 and read-only memory maps)."""
+    import torch
+
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(np.array(array).view(np.int16)).view(torch.bfloat16)
+    if array.dtype == object:
+        raise TypeError("string tensors have no torch equivalent")
+    return torch.from_numpy(np.array(array, copy=True, order="C"))
+
+
+@dataclass
+class Report:
+    """What a conversion did, for people (:meth:`summary`) and machines (:meth:`to_dict`)."""
+
+    checkpoint: str
+    mapping: str
+    target: str
+    tf2pt_version: str = __version__
+    files: List[Dict[str, Any]] = field(default_factory=list)
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    mapped: List[Dict[str, Any]] = field(default_factory=list)
+    ignored: List[Dict[str, Any]] = field(default_factory=list)
+    filled: List[Dict[str, Any]] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    output: Optional[str] = None
+    seconds: Optional[float] = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        d["counts"] = self.counts()
+        return d
+
+    def counts(self) -> Dict[str, int]:
+        return {
+            "mapped": len(self.mapped),
+            "ignored": len(self.ignored),
+            "filled": len(self.filled),
+            "problems": len(self.problems),
+        }
+
+    def summary(self) -> str:
+        c = self.counts()
+        reasons: Dict[str, int] = {}
+        for row in self.ignored:
+            reasons[row["rule"]] = reasons.get(row["rule"], 0) + 1
+        lines = [
+            f"mapping {self.mapping!r} -> target {self.target!r}",
+            f"  mapped:   {c['mapped']} TF variables -> PyTorch keys",
+            f"  ignored:  {c['ignored']} TF variables by rule"
+            + (": " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) if reasons else ""),
+            f"  filled:   {c['filled']} PyTorch keys by rule"
+            + (f" ({'; '.join(sorted({f['reason'] for f in self.filled}))})" if self.filled else ""),
+            f"  problems: {c['problems']}",
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _target_state(target: Target, kwargs: Dict[str, Any]):
+    """``{key: (shape, dtype)}`` of the target model, built on the meta device (no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        model = target.build(**kwargs)
+    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+
+
+def _shape(shape) -> List[int]:
+    return [int(s) for s in shape]
+
+
+def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Dict[str, Any]] = None):
+    """Decide, without reading tensor data, where every target key comes from.
+
+    Returns ``(entries, report)``. ``report.problems`` lists every problem found.
+    """
+    kwargs = dict(mapping.model_kwargs(checkpoint)) if mapping.model_kwargs else {}
+    kwargs.update(model_kwargs or {})
+    report = Report(checkpoint=str(checkpoint.path), mapping=mapping.name, target=target.name, model_kwargs=kwargs)
+    report.notes.extend(getattr(checkpoint, "notes", []))
+    expected = _target_state(target, kwargs)
+    problems = report.problems
+
+    sources: Dict[str, Tuple[str, Transform]] = {}  # key -> (tf name, transform)
+    claimed = set()  # keys some variable maps to, even when that failed a check
+    inference = 0
+    for name, info in checkpoint.variables.items():
+        inference += info.role == "inference"
+        refused = [r for r in mapping.refuse if r.matches(name)]
+        if refused:
+            problems.append(f"refused variable {name!r}: {refused[0].message}")
+            continue
+        ignore = next((r for r in mapping.ignore if r.matches(name, info.role)), None)
+        if ignore is not None:
+            rule = f"{ignore.reason} ({info.role_reason})" if ignore.training_only else ignore.reason
+            report.ignored.append({"tf": name, "rule": rule})
+            continue
+        hits = [(r, m) for r in target.rename for m in [r.match(name)] if m]
+        if not hits:
+            problems.append(
+                f"unmapped variable {name!r} {_shape(info.shape)} {info.dtype}: no rename or ignore rule matches it"
+            )
+            continue
+        if len(hits) > 1:
+            problems.append(f"variable {name!r} matches {len(hits)} rename rules: " + ", ".join(repr(r.pattern) for r, _ in hits))
+            continue
+        rule, match = hits[0]
+        key = rule.key_for(match)
+        transform = get_transform(rule.transform)
+        claimed.add(key)
+        if key in sources:
+            problems.append(f"target key {key!r} would be filled twice: from {sources[key][0]!r} and from {name!r}")
+            continue
+        if key not in expected:
+            problems.append(f"variable {name!r} maps to {key!r}, which the {target.name!r} model does not have")
+            continue
+        want_shape, want_dtype = expected[key]
+        try:
+            got_shape = transform.out_shape(info.shape)
+        except ValueError as exc:
+            problems.append(f"variable {name!r} -> {key!r}: {exc}")
+            continue
+        if got_shape != want_shape:
+            problems.append(
+                f"shape mismatch for {key!r}: TF {name!r} {_shape(info.shape)} -> {transform.name} -> "
+                f"{_shape(got_shape)}, model expects {_shape(want_shape)}"
+            )
+            continue
+        if info.dtype == "string" or not _castable(info.dtype, want_dtype):
+            problems.append(f"dtype mismatch for {key!r}: TF {name!r} is {info.dtype}, model expects {want_dtype}")
+            continue
+        sources[key] = (name, transform)
+        report.mapped.append(
+            {"tf": name, "key": key, "transform": transform.name, "tf_shape": _shape(info.shape),
+             "shape": _shape(want_shape), "tf_dtype": info.dtype, "dtype": str(want_dtype).replace("torch.", "")}
+        )
+
+    entries: List[Entry] = []
+    for key, (shape, dtype) in expected.items():
+        if key in sources:
+            name, transform = sources[key]
+            entries.append(Entry(key, shape, dtype, source=name, transform=transform))
+            continue
+        fill = next((f for f in target.fill if f.matches(key)), None)
+        if fill is not None:
+            entries.append(Entry(key, shape, dtype, fill=fill))
+            report.filled.append({"key": key, "reason": fill.reason, "value": None if callable(fill.value) else fill.value})
+            continue
+        if key not in claimed:
+            problems.append(f"target key {key!r} {_shape(shape)} is not filled: no TF variable maps to it and no fill rule matches")
+
+    if mapping.source.variables is not None and inference != mapping.source.variables:
+        report.notes.append(
+            f"the mapping's source model has {mapping.source.variables} inference variables; this checkpoint has {inference}"
+        )
+    return entries, report
+
+
+def _castable(tf_dtype: str, torch_dtype) -> bool:
+    import torch
+
+    tf_float = tf_dtype in ("float16", "bfloat16", "float32", "float64")
+    if torch_dtype.is_floating_point:
+        return tf_float
+    if torch_dtype == torch.bool:
+        return tf_dtype == "bool"
+    if torch_dtype.is_complex:
+        return tf_dtype.startswith("complex")
+    return tf_dtype.startswith(("int", "uint"))
+
+
+def prepare(path, mapping="highresnet", target: Optional[str] = None, strict: bool = True, **model_kwargs):
+    """Open ``path`` and plan the conversion. Returns ``(checkpoint, entries, report)``.
+
+    With ``strict`` (the default) any problem raises :class:`~tf2pt.errors.ConversionError`
+    listing all of them; otherwise problems stay in ``report.problems`` and the entries that
+    could be planned are returned. The caller closes the checkpoint.
+    """
+    from .reader import open_checkpoint
+
+    m = get_mapping(mapping)
+    t = m.target(target)
+    t.check_available()
+    checkpoint = open_checkpoint(path)
+    try:
+        entries, report = plan(checkpoint, m, t, model_kwargs)
+        report.files = [{"path": str(p)} for p in checkpoint.files]
+        if strict and report.problems:
+            raise ConversionError(report.problems, path=path, report=report,
+                                  hint="fix the mapping or the checkpoint; --no-strict converts what it can")
+    except BaseException:
+        checkpoint.close()
+        raise
+    return checkpoint, entries, report
+
+
+def file_sha256(path, chunk: int = 1 << 22) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+
+
+def provenance(checkpoint, report: Report) -> Dict[str, str]:
+    """Safetensors metadata: where the weights came from and how (all values are strings)."""
+    import json
+    import os
+
+    hashes = {os.path.basename(str(p)): file_sha256(p) for p in checkpoint.files}
+    report.files = [{"path": str(p), "sha256": hashes[os.path.basename(str(p))]} for p in checkpoint.files]
+    return {
+        "format": "pt",
+        "tf2pt_version": __version__,
+        "source": str(checkpoint.path),
+        "source_sha256": json.dumps(hashes, sort_keys=True),
+        "mapping": report.mapping,
+        "target": report.target,
+        "model_kwargs": json.dumps(report.model_kwargs, sort_keys=True, default=str),
+    }
+
+
+def iter_tensors(checkpoint, entries: List[Entry]) -> Iterator[Tuple[str, Any]]:
+    for entry in entries:
+        yield entry.key, entry.tensor(checkpoint)
+
+
+def convert(path, mapping="highresnet", target: Optional[str] = None, strict: bool = True, **model_kwargs):
+    """Convert the checkpoint at ``path`` with ``mapping``. Returns ``(state_dict, report)``.
+
+    >>> state_dict, report = tf2pt.convert("examples/highres3dnet", mapping="highresnet")
+    >>> model = tf2pt.build_model("highresnet"); model.load_state_dict(state_dict)
+    """
+    start = time.perf_counter()
+    checkpoint, entries, report = prepare(path, mapping, target, strict, **model_kwargs)
+    with checkpoint:
+        state_dict = dict(iter_tensors(checkpoint, entries))
+    report.seconds = time.perf_counter() - start
+    return state_dict, report

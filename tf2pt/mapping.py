@@ -1,0 +1,191 @@
+"""The mapping spec: everything tf2pt needs to know to convert one architecture.
+
+A mapping module (one file per architecture, see ``tf2pt/mappings/``) reads top to bottom:
+
+1. :class:`Source` -- facts about the TF checkpoint: origin, licence, scope, variable count.
+2. target factories -- functions that build the PyTorch model(s).
+3. :class:`Ignore` rules -- which TF variables are deliberately dropped, and why.
+4. :class:`Rename` rules -- TF name (regex) -> PyTorch key, with a named layout transform.
+5. :class:`Fill` rules -- PyTorch keys with no TF counterpart (e.g. ``num_batches_tracked``).
+6. ``MAPPING = Mapping(...)`` -- ties it together; the registry finds it by that name.
+
+Nothing is skipped silently: :func:`tf2pt.convert.plan` puts every TF variable under exactly one
+rule and fills every target key, or reports the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping as TMapping, Optional, Sequence, Tuple, Union
+
+from .errors import DependencyError, MappingError
+
+KeySpec = Union[str, Callable[["re.Match[str]"], str]]
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the TF side is. ``variables`` counts the inference variables a checkpoint should have."""
+
+    origin: str
+    scope: str = ""
+    variables: Optional[int] = None
+    license: Optional[str] = None
+    framework: str = "TensorFlow"
+    meta: TMapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Drop the TF variables whose name fully matches ``pattern``, for ``reason``.
+
+    With ``training_only=True`` the rule instead matches every variable that :mod:`tf2pt.roles`
+    classifies as training-only (optimizer slots, moving-average shadows, step counters, ...);
+    the report then names the role rule too.
+    """
+
+    pattern: Optional[str]
+    reason: str
+    training_only: bool = False
+
+    def __post_init__(self):
+        if self.pattern is not None:
+            object.__setattr__(self, "_rx", re.compile(self.pattern))
+
+    def matches(self, name: str, role: str) -> bool:
+        if self.training_only:
+            return role == "training"
+        return self._rx.fullmatch(name) is not None
+
+
+#: The usual first ignore rule: drop everything tf2pt classifies as training-only.
+TRAINING_ONLY = Ignore(None, "training-only variable", training_only=True)
+
+
+@dataclass(frozen=True)
+class Rename:
+    """A TF name fully matching ``pattern`` becomes ``key`` after ``transform``.
+
+    ``key`` is a template expanded with the match (``\\1``, ``\\g<name>``), or a function of the
+    match for names a template cannot express.
+    """
+
+    pattern: str
+    key: KeySpec
+    transform: str = "identity"
+
+    def __post_init__(self):
+        object.__setattr__(self, "_rx", re.compile(self.pattern))
+
+    def match(self, name: str) -> Optional["re.Match[str]"]:
+        return self._rx.fullmatch(name)
+
+    def key_for(self, match: "re.Match[str]") -> str:
+        return self.key(match) if callable(self.key) else match.expand(self.key)
+
+
+@dataclass(frozen=True)
+class Fill:
+    """Target keys fully matching ``pattern`` that have no TF counterpart get ``value``."""
+
+    pattern: str
+    value: Any
+    reason: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "_rx", re.compile(self.pattern))
+
+    def matches(self, key: str) -> bool:
+        return self._rx.fullmatch(key) is not None
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Variables fully matching ``pattern`` make the conversion fail with ``message``.
+
+    For checkpoints a mapping knowingly does not support (rather than mis-converting them).
+    """
+
+    pattern: str
+    message: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "_rx", re.compile(self.pattern))
+
+    def matches(self, name: str) -> bool:
+        return self._rx.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One PyTorch model a mapping can fill, with the rules that name its keys."""
+
+    name: str
+    description: str
+    build: Callable[..., Any]
+    rename: Sequence[Rename]
+    fill: Sequence[Fill] = ()
+    requires: Sequence[str] = ()  # importable modules the target needs, e.g. ("monai",)
+    extra: Optional[str] = None  # the pip extra that installs them
+    notes: str = ""
+
+    def check_available(self) -> None:
+        import importlib.util
+
+        for module in self.requires:
+            if importlib.util.find_spec(module) is None:
+                raise DependencyError(module, f"target {self.name!r}", extra=self.extra)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A complete mapping. ``targets[0]`` is the default target."""
+
+    name: str
+    description: str
+    source: Source
+    targets: Sequence[Target]
+    ignore: Sequence[Ignore] = (TRAINING_ONLY,)
+    refuse: Sequence[Refuse] = ()
+    #: ``f(checkpoint) -> dict`` of model keyword arguments read off the checkpoint (e.g. the
+    #: number of classes), so a variant of the architecture converts without flags.
+    model_kwargs: Optional[Callable[[Any], Dict[str, Any]]] = None
+    #: Facts for ``tf2pt verify`` (input/output tensor names, preprocessing, ...); see tf2pt.verify.
+    verify: Any = None
+    #: Where the mapping was loaded from (set by the registry).
+    origin: str = ""
+
+    def __post_init__(self):
+        if not self.targets:
+            raise MappingError(f"mapping {self.name!r} declares no targets")
+        names = [t.name for t in self.targets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise MappingError(f"mapping {self.name!r} declares target(s) {', '.join(dupes)} twice")
+
+    @property
+    def default_target(self) -> Target:
+        return self.targets[0]
+
+    def target(self, name: Optional[str] = None) -> Target:
+        if name is None:
+            return self.default_target
+        for t in self.targets:
+            if t.name == name:
+                return t
+        from .registry import did_you_mean
+
+        raise MappingError(
+            f"mapping {self.name!r} has no target {name!r}",
+            hint=did_you_mean(name, [t.name for t in self.targets]),
+        )
+
+
+def rename_table(rows: Sequence[Tuple[str, str, str]], scope: str = "") -> List[Rename]:
+    """Rename rules from a table of ``(tf_suffix_regex, key_template, transform)`` rows.
+
+    ``scope`` (escaped) is prefixed to every pattern, so tables stay readable.
+    """
+    prefix = re.escape(scope)
+    return [Rename(prefix + pattern, key, transform) for pattern, key, transform in rows]

@@ -1,0 +1,1 @@
+"""Built-in mappings, one module per architecture. Each defines ``MAPPING``."""

@@ -1,0 +1,150 @@
+"""Find mappings: built-ins (``tf2pt/mappings/*.py``), plug-ins and explicit files.
+
+Mappings are code. tf2pt loads them only from three places, never from a checkpoint or from a
+directory it happens to scan:
+
+* built-ins shipped in ``tf2pt.mappings``;
+* installed plug-ins that declare an entry point in the group ``tf2pt.mappings``
+  (``[project.entry-points."tf2pt.mappings"] mynet = "mypkg.mynet:MAPPING"``);
+* a file the user names explicitly: ``--mapping path/to/mynet.py`` (it must define ``MAPPING``).
+
+Two mappings with the same name are an error, not a silent override.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import os
+import pkgutil
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from .errors import MappingError
+from .mapping import Mapping
+
+ENTRY_POINT_GROUP = "tf2pt.mappings"
+_BUILTIN_PACKAGE = "tf2pt.mappings"
+
+_cache: Optional[Dict[str, Mapping]] = None
+
+
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    known = ", ".join(sorted(choices)) or "none"
+    if close:
+        return f"did you mean {' or '.join(repr(c) for c in close)}? known: {known}"
+    return f"known: {known}"
+
+
+def _mapping_from(obj, where: str) -> Mapping:
+    if isinstance(obj, Mapping):
+        mapping = obj
+    else:
+        mapping = getattr(obj, "MAPPING", None)
+    if not isinstance(mapping, Mapping):
+        raise MappingError(f"{where} does not define MAPPING = tf2pt.mapping.Mapping(...)")
+    if not mapping.origin:
+        object.__setattr__(mapping, "origin", where)
+    return mapping
+
+
+def _add(found: Dict[str, Mapping], mapping: Mapping) -> None:
+    if mapping.name in found and found[mapping.name] is not mapping:
+        raise MappingError(
+            f"mapping name {mapping.name!r} is defined twice: by {found[mapping.name].origin} and by {mapping.origin}",
+            hint="rename one of them",
+        )
+    found[mapping.name] = mapping
+
+
+def _builtins() -> List[Mapping]:
+    package = importlib.import_module(_BUILTIN_PACKAGE)
+    out = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{_BUILTIN_PACKAGE}.{info.name}")
+        out.append(_mapping_from(module, f"built-in {_BUILTIN_PACKAGE}.{info.name}"))
+    return out
+
+
+def _plugins() -> List[Mapping]:
+    from importlib.metadata import entry_points
+
+    out = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        where = f"plug-in {ep.name} = {ep.value}"
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plug-in must not take the tool down
+            raise MappingError(f"{where} failed to load: {type(exc).__name__}: {exc}") from None
+        out.append(_mapping_from(obj, where))
+    return out
+
+
+def all_mappings(refresh: bool = False) -> Dict[str, Mapping]:
+    """Built-ins and installed plug-ins, by name."""
+    global _cache
+    if _cache is None or refresh:
+        found: Dict[str, Mapping] = {}
+        for mapping in _builtins() + _plugins():
+            _add(found, mapping)
+        _cache = found
+    return dict(_cache)
+
+
+def load_file(path: str) -> Mapping:
+    """Load the mapping defined by the Python file ``path`` (it runs the file: it is code)."""
+    if not os.path.isfile(path):
+        raise MappingError("mapping file not found", path=path, hint="pass a mapping name or an existing .py file")
+    digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:12]
+    module_name = f"tf2pt_user_mapping_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise MappingError("not a Python file", path=path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except MappingError:
+        raise
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise MappingError(f"mapping file failed to load: {type(exc).__name__}: {exc}", path=path) from None
+    return _mapping_from(module, path)
+
+
+def _looks_like_file(name: str) -> bool:
+    return name.endswith(".py") or os.sep in name or (os.altsep is not None and os.altsep in name)
+
+
+def get_mapping(name_or_path) -> Mapping:
+    """A mapping by name, or from a ``.py`` file, or a :class:`Mapping` passed through."""
+    if isinstance(name_or_path, Mapping):
+        return name_or_path
+    name = os.fspath(name_or_path)
+    if _looks_like_file(name):
+        return load_file(name)
+    mappings = all_mappings()
+    if name in mappings:
+        return mappings[name]
+    raise MappingError(f"unknown mapping {name!r}", hint=did_you_mean(name, list(mappings)))
+
+
+def list_mappings() -> List[Mapping]:
+    return [m for _, m in sorted(all_mappings().items())]
+
+
+def build_model(mapping="highresnet", target: Optional[str] = None, **kwargs):
+    """Build the PyTorch model of ``mapping``'s ``target`` (default target if None).
+
+    Defaults match the mapping's source model (e.g. HighRes3DNet: 1 input channel, 160 classes);
+    keyword arguments override them.
+    """
+    m = get_mapping(mapping)
+    t = m.target(target)
+    t.check_available()
+    return t.build(**kwargs)
