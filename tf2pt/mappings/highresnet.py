@@ -1,0 +1,284 @@
+"""NiftyNet HighRes3DNet -> PyTorch (tf2pt's own model, or MONAI's ``HighResNet``).
+
+Source: NiftyNet's ``niftynet/network/highres3dnet.py`` (Li et al., IPMI 2017), as trained for
+the model zoo's 160-class brain parcellation (``highres3dnet_brain_parcellation``).
+
+Architecture, from NiftyNet's source (``HighRes3DNet``, ``HighResBlock``, ``ConvolutionalLayer``,
+``BNLayer``, ``ElementwiseLayer``, ``DilatedTensor``):
+
+* ``conv_0``: 3x3x3 conv (16 channels) -> BN -> activation.
+* ``res_1``, ``res_2``, ``res_3``: three residual blocks each, 16, 32 and 64 channels, dilations
+  1, 2 and 4. A block is pre-activation: (BN -> activation -> 3x3x3 conv) twice, plus the
+  identity. When channels grow (16 -> 32, 32 -> 64) the identity is zero-padded along channels:
+  ``(out - in) // 2`` channels before, the rest after.
+* ``conv_1``: 1x1x1 conv (80) -> BN -> activation.
+* ``conv_2``: 1x1x1 conv (classes) -> BN; no activation: the network outputs logits.
+* Convolutions have no bias, use ``SAME`` zero padding; BN uses ``eps = 1e-5``.
+
+Dilation: NiftyNet dilates by ``space_to_batch_nd`` (block ``d``, no padding), runs ordinary 3x3x3
+``SAME`` convolutions on the ``d**3`` interleaved sub-volumes, and ``batch_to_space_nd`` back.
+A ``SAME`` convolution of a sub-volume zero-pads it by one sub-voxel, i.e. by ``d`` voxels of the
+full volume, so the result equals a dilated convolution with zero padding ``d`` -- exactly, but
+only when every spatial size is divisible by ``d``. BN (with moving statistics), the activation
+and the residual sum act voxel-wise and commute with the interleaving. NiftyNet asserts sizes
+divisible by 8 (and ``DilatedTensor`` by the dilation); tf2pt's model computes the dilated form,
+which accepts any size, but only multiples of 8 reproduce NiftyNet, so ``verify`` pads or crops
+volumes to multiples of 8.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from tf2pt.mapping import TRAINING_ONLY, Fill, Mapping, Rename, Source, Target
+
+# ---------------------------------------------------------------------------------------------
+# 1. Source facts
+# ---------------------------------------------------------------------------------------------
+
+SCOPE = "HighRes3DNet/"
+SOURCE = Source(
+    origin="NiftyNet model zoo: highres3dnet_brain_parcellation (HighRes3DNet, 160-class brain parcellation)",
+    framework="TensorFlow 1 (NiftyNet)",
+    scope=SCOPE,
+    variables=105,  # 21 conv kernels + 21 batch norms x 4 (ReLU model)
+    license="NiftyNet: Apache-2.0; zoo weights as published by their authors",
+    meta={"in_channels": 1, "num_classes": 160, "spatial_multiple": 8, "bn_eps": 1e-5},
+)
+
+#: (NiftyNet layer name, output channels, kernel size, dilation) -- the one table everything
+#: below (model, rename rules, TF reference forward) is generated from.
+STAGES: List[Tuple[str, int, int]] = [("res_1", 16, 1), ("res_2", 32, 2), ("res_3", 64, 4)]
+BLOCKS_PER_STAGE = 2 + 1  # NiftyNet's 'repeat': 3
+BN_EPS = 1e-5
+
+# ---------------------------------------------------------------------------------------------
+# 2. Target models
+# ---------------------------------------------------------------------------------------------
+
+
+def _activation(name: str, channels: int) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    if name == "prelu":
+        return nn.PReLU(num_parameters=channels)  # NiftyNet's alpha is per channel
+    raise ValueError(f"activation must be 'relu' or 'prelu', not {name!r}")
+
+
+class ConvolutionalBlock(nn.Module):
+    """``convolutional_block`` = [pad], conv, BN, [activation]  (post-activation), or
+    BN, activation, [pad], conv  (pre-activation, inside residual blocks)."""
+
+    def __init__(self, cin, cout, kernel=3, dilation=1, preactivation=False, activation="relu", eps=BN_EPS):
+        super().__init__()
+        pad = [nn.ConstantPad3d(dilation * (kernel // 2), 0.0)] if kernel > 1 else []
+        conv = nn.Conv3d(cin, cout, kernel, dilation=dilation, bias=False)
+        if preactivation:
+            layers = [nn.BatchNorm3d(cin, eps=eps), _activation(activation, cin), *pad, conv]
+        else:
+            layers = [*pad, conv, nn.BatchNorm3d(cout, eps=eps)]
+            if activation is not None:
+                layers.append(_activation(activation, cout))
+        self.convolutional_block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.convolutional_block(x)
+
+
+class ResidualBlock(nn.Module):
+    """Two pre-activation convolutions plus the identity, zero-padded along channels."""
+
+    def __init__(self, cin, cout, dilation, activation="relu", eps=BN_EPS):
+        super().__init__()
+        self.residual_block = nn.Sequential(
+            ConvolutionalBlock(cin, cout, 3, dilation, True, activation, eps),
+            ConvolutionalBlock(cout, cout, 3, dilation, True, activation, eps),
+        )
+        grow = cout - cin
+        if grow < 0:
+            raise ValueError("HighRes3DNet residual blocks never reduce channels")
+        self.channel_padding = (grow // 2, grow - grow // 2)
+
+    def forward(self, x):
+        before, after = self.channel_padding
+        identity = nn.functional.pad(x, (0, 0, 0, 0, 0, 0, before, after)) if before or after else x
+        return self.residual_block(x) + identity
+
+
+class DilationBlock(nn.Module):
+    def __init__(self, cin, cout, dilation, repeat=BLOCKS_PER_STAGE, activation="relu", eps=BN_EPS):
+        super().__init__()
+        blocks = [ResidualBlock(cin if i == 0 else cout, cout, dilation, activation, eps) for i in range(repeat)]
+        self.dilation_block = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.dilation_block(x)
+
+
+class HighRes3DNet(nn.Module):
+    """NiftyNet's HighRes3DNet. Its state dict has the layout of the published PyTorch weights
+    (fepegar/highresnet, ``block.0.convolutional_block.1.weight``, ...).
+
+    ``block.5`` is a dropout layer (identity in eval mode), kept so that keys match the
+    published weights; NiftyNet's graph has none at inference.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 160, activation: str = "relu",
+                 dropout: float = 0.5, eps: float = BN_EPS):
+        super().__init__()
+        blocks: List[nn.Module] = [ConvolutionalBlock(in_channels, 16, 3, 1, False, activation, eps)]
+        cin = 16
+        for _, cout, dilation in STAGES:
+            blocks.append(DilationBlock(cin, cout, dilation, activation=activation, eps=eps))
+            cin = cout
+        blocks.append(ConvolutionalBlock(cin, 80, 1, 1, False, activation, eps))
+        blocks.append(nn.Dropout3d(dropout))
+        blocks.append(ConvolutionalBlock(80, num_classes, 1, 1, False, None, eps))
+        self.block = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+def build_tf2pt(in_channels: int = 1, num_classes: int = 160, activation: str = "relu", dropout: float = 0.5,
+                eps: float = BN_EPS) -> HighRes3DNet:
+    return HighRes3DNet(in_channels, num_classes, activation, dropout, eps)
+
+
+def build_monai(in_channels: int = 1, num_classes: int = 160, activation: str = "relu", dropout: float = 0.0,
+                eps: float = BN_EPS):
+    """MONAI's ``HighResNet`` configured as NiftyNet's, with one change: MONAI applies its
+    activation after the last block (``blocks.11.adn.A``); NiftyNet's ``conv_2_bn`` has none and
+    outputs logits, so that activation is replaced by ``nn.Identity``."""
+    from monai.networks.nets import HighResNet
+
+    if activation != "relu":
+        from tf2pt.errors import MappingError
+
+        raise MappingError(
+            f"target 'monai' supports ReLU checkpoints only, this one uses {activation}",
+            hint="MONAI's PReLU has one alpha per layer, NiftyNet's one per channel; use the default target 'tf2pt'",
+        )
+    model = HighResNet(
+        spatial_dims=3, in_channels=in_channels, out_channels=num_classes,
+        norm_type=("batch", {"affine": True, "eps": eps}), acti_type=("relu", {"inplace": False}),
+        dropout_prob=dropout, bias=False, channel_matching="pad",
+    )
+    model.blocks[-1].adn.A = nn.Identity()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Ignore rules: all training-only variables (Adam slots and beta powers,
+#    ExponentialMovingAverage shadows, zero-debias 'biased'/'local_step', global_step).
+# ---------------------------------------------------------------------------------------------
+
+IGNORE = [TRAINING_ONLY]
+
+# ---------------------------------------------------------------------------------------------
+# 4. Rename rules, generated from one table per target.
+# ---------------------------------------------------------------------------------------------
+
+BN_PARAMS = [("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"), ("moving_variance", "running_var")]
+ACT = r"(?:relu|prelu)"
+
+
+def _conv_layer_rows(tf_layer: str, conv_key: str, bn_key: str, act_key: str | None) -> List[Rename]:
+    """A NiftyNet ConvolutionalLayer: ``<layer>/conv_/w``, ``<layer>/bn_/*``, ``<layer>/acti_/alpha``."""
+    rows = [Rename(f"{SCOPE}{tf_layer}/conv_/w", f"{conv_key}.weight", "conv3d")]
+    rows += [Rename(f"{SCOPE}{tf_layer}/bn_/{tf}", f"{bn_key}.{pt}") for tf, pt in BN_PARAMS]
+    if act_key is not None:
+        rows.append(Rename(f"{SCOPE}{tf_layer}/acti_/alpha", f"{act_key}.weight"))
+    return rows
+
+
+def _res_rows(key_for) -> List[Rename]:
+    """HighResBlock variables ``res_S_J/{bn_I,acti_I,conv_I}``; ``key_for(stage, block, i, part)``."""
+    rows = []
+    for s, _ in enumerate(STAGES, start=1):
+        for j in range(BLOCKS_PER_STAGE):
+            for i in range(2):
+                base = f"{SCOPE}res_{s}_{j}"
+                rows.append(Rename(f"{base}/conv_{i}/w", key_for(s, j, i, "conv") + ".weight", "conv3d"))
+                rows += [Rename(f"{base}/bn_{i}/{tf}", key_for(s, j, i, "bn") + f".{pt}") for tf, pt in BN_PARAMS]
+                rows.append(Rename(f"{base}/acti_{i}/alpha", key_for(s, j, i, "act") + ".weight"))
+    return rows
+
+
+def _tf2pt_rules() -> List[Rename]:
+    part = {"bn": 0, "act": 1, "conv": 3}
+    rows = _conv_layer_rows(f"conv_0_bn_{ACT}", "block.0.convolutional_block.1", "block.0.convolutional_block.2",
+                            "block.0.convolutional_block.3")
+    rows += _res_rows(lambda s, j, i, p: f"block.{s}.dilation_block.{j}.residual_block.{i}.convolutional_block.{part[p]}")
+    rows += _conv_layer_rows(f"conv_1_bn_{ACT}", "block.4.convolutional_block.0", "block.4.convolutional_block.1",
+                             "block.4.convolutional_block.2")
+    rows += _conv_layer_rows("conv_2_bn", "block.6.convolutional_block.0", "block.6.convolutional_block.1", None)
+    return rows
+
+
+def _monai_rules() -> List[Rename]:
+    part = {"bn": 0, "act": 0, "conv": 1}
+    rows = _conv_layer_rows(f"conv_0_bn_{ACT}", "blocks.0.conv", "blocks.0.adn.N", None)
+
+    def key(s, j, i, p):
+        block = 1 + (s - 1) * BLOCKS_PER_STAGE + j
+        index = 2 * i + part[p]
+        return f"blocks.{block}.layers.{index}" + (".N" if p == "bn" else ".conv" if p == "conv" else ".A")
+
+    rows += [r for r in _res_rows(key) if not r.pattern.endswith("alpha")]
+    rows += _conv_layer_rows(f"conv_1_bn_{ACT}", "blocks.10.conv", "blocks.10.adn.N", None)
+    rows += _conv_layer_rows("conv_2_bn", "blocks.11.conv", "blocks.11.adn.N", None)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Fill rules and model arguments read off the checkpoint
+# ---------------------------------------------------------------------------------------------
+
+FILL = [
+    Fill(r".*num_batches_tracked", 1,
+         "BatchNorm counter with no TF counterpart: 1, as in the published conversion (unused in eval mode)"),
+]
+
+
+def model_kwargs(checkpoint) -> Dict[str, Any]:
+    """In/out channels and activation, read from the first and last kernels and the layer names."""
+    names = checkpoint.variables
+    kwargs: Dict[str, Any] = {}
+    for name, info in names.items():
+        if re.fullmatch(f"{re.escape(SCOPE)}conv_0_bn_{ACT}/conv_/w", name) and len(info.shape) == 5:
+            kwargs["in_channels"] = int(info.shape[3])
+            kwargs["activation"] = "prelu" if "_bn_prelu/" in name else "relu"
+        elif name == f"{SCOPE}conv_2_bn/conv_/w" and len(info.shape) == 5:
+            kwargs["num_classes"] = int(info.shape[4])
+    return kwargs
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. The mapping
+# ---------------------------------------------------------------------------------------------
+
+MAPPING = Mapping(
+    name="highresnet",
+    description="NiftyNet HighRes3DNet (brain parcellation) -> PyTorch HighRes3DNet or MONAI HighResNet",
+    source=SOURCE,
+    targets=[
+        Target(
+            "tf2pt",
+            "tf2pt's HighRes3DNet; state dict as the published PyTorch weights (fepegar/highresnet)",
+            build_tf2pt, _tf2pt_rules(), FILL,
+        ),
+        Target(
+            "monai",
+            "MONAI HighResNet, final activation replaced by Identity to output NiftyNet's logits",
+            build_monai, _monai_rules(), FILL, requires=("monai",), extra="monai",
+            notes="MONAI applies ReLU after its last block; NiftyNet does not. The target swaps it for Identity.",
+        ),
+    ],
+    ignore=IGNORE,
+    model_kwargs=model_kwargs,
+)
