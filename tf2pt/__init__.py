@@ -17,7 +17,7 @@ _LAZY = {
     "VariableInfo": "tf2pt.reader",
     "inspect": "tf2pt.table",
     # mapping and converting
-    "convert": "tf2pt.convert",
+    "convert": "tf2pt.conversion",
     "build_model": "tf2pt.registry",
     "get_mapping": "tf2pt.registry",
     "list_mappings": "tf2pt.registry",

@@ -74,6 +74,253 @@ def cli():
     """
 
 
+# ---------------------------------------------------------------------------------------------
+# inspect / dump
+# ---------------------------------------------------------------------------------------------
+
+all_option = click.option("--all", "show_all", is_flag=True, help="Include training-only variables (optimizer slots, EMA, ...).")
+filter_option = click.option("--filter", "pattern", default=None, metavar="REGEX",
+                             help="Only variables whose name (or readable name) matches REGEX.")
+
+
+@cli.command("inspect")
+@checkpoint_argument
+@all_option
+@filter_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+              show_default=True)
+@click.option("--stats", is_flag=True, help="Add min/max/mean/std and NaN/Inf counts (reads the data).")
+@backend_option
+@handle_errors
+def inspect_cmd(checkpoint, show_all, pattern, fmt, stats, backend):
+    """List the variables of CHECKPOINT: name, shape, dtype, parameters, bytes, role.
+
+    CHECKPOINT is a prefix (model.ckpt-1000), its .index, a directory with a `checkpoint` file
+    or one bundle, a SavedModel directory, or a frozen GraphDef .pb. Training-only variables are
+    hidden unless --all.
+    """
+    from . import table
+    from .reader import open_checkpoint
+
+    with open_checkpoint(checkpoint, backend=backend) as ckpt:
+        shown, hidden = table.select(ckpt, all=show_all, filter=pattern)
+        data = table.rows(ckpt, shown, with_stats=stats)
+        click.echo(table.render(ckpt, data, hidden, fmt, with_stats=stats))
+
+
+@cli.command("dump")
+@checkpoint_argument
+@all_option
+@filter_option
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Write a CSV of name, shape, dtype, parameters, bytes, role.")
+@click.option("--state-dict", "state_path", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Write the tensors under their TF names, in TF layout: *.safetensors or *.pth.")
+@backend_option
+@force_option
+@quiet_option
+@handle_errors
+def dump_cmd(checkpoint, show_all, pattern, csv_path, state_path, backend, force, quiet):
+    """Dump CHECKPOINT as the NiftyNet tutorial did: a CSV of variables and a TF-named state dict.
+
+    Tensors keep their TF names and layouts (no renaming, no transposes). String tensors have no
+    torch form and are listed as not written.
+    """
+    from . import dump as dumping
+
+    if not csv_path and not state_path:
+        raise click.UsageError("nothing to do: give --csv FILE and/or --state-dict FILE")
+    for path in (csv_path, state_path):
+        _check_new_output(path, force)
+    if state_path:
+        from .writer import output_format
+
+        output_format(state_path)
+    result = dumping.dump(checkpoint, csv_path=csv_path, state_path=state_path, all=show_all, filter=pattern,
+                          backend=backend, force=force, progress=not quiet)
+    for name, why in result["skipped"]:
+        click.echo(f"not written to the state dict: {name} ({why})", err=True)
+    if not quiet:
+        for path, what in (csv_path, "variables"), (state_path, "tensors"):
+            if path:
+                count = result["rows"] if what == "variables" else result["tensors"]
+                click.echo(f"wrote {count} {what} to {path}", err=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# mappings / convert
+# ---------------------------------------------------------------------------------------------
+
+
+@cli.command("mappings")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@handle_errors
+def mappings_cmd(fmt):
+    """List the available mappings and their targets."""
+    import json
+
+    from .registry import list_mappings
+
+    rows = []
+    for m in list_mappings():
+        rows.append({
+            "name": m.name,
+            "description": m.description,
+            "targets": [{"name": t.name, "description": t.description, "default": i == 0} for i, t in enumerate(m.targets)],
+            "source": m.source.origin,
+            "origin": m.origin,
+        })
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']}: {row['description']}")
+        click.echo(f"  source: {row['source']}")
+        for t in row["targets"]:
+            click.echo(f"  target {t['name']}{' (default)' if t['default'] else ''}: {t['description']}")
+
+
+def _write_json(path, data, force):
+    import json
+
+    from ._atomic import atomic_output
+
+    with atomic_output(path, force=force) as tmp:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=2, default=str)
+            fh.write("\n")
+
+
+def _check_new_output(path, force):
+    if path and os.path.exists(path) and not force:
+        raise errors.OutputExistsError(path)
+
+
+@cli.command("convert")
+@checkpoint_argument
+@mapping_option
+@target_option
+@click.option("--output", "-o", "output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Output file: *.safetensors (streamed, with provenance metadata) or *.pth (plain tensors).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Also write the full conversion report as JSON.")
+@click.option("--strict/--no-strict", default=True, show_default=True,
+              help="Fail on any unmapped variable, unfilled key or shape mismatch (default), or convert what matches.")
+@force_option
+@quiet_option
+@handle_errors
+def convert_cmd(checkpoint, mapping, target, output, report_path, strict, force, quiet):
+    """Convert CHECKPOINT to PyTorch weights with a mapping.
+
+    Every TF variable must be mapped or ignored by an explicit rule, every key of the target
+    model filled, and every shape equal after the layout transform; all problems are listed
+    at once. Output is written atomically and never overwrites a file without --force.
+    """
+    import time
+
+    from . import conversion as conv
+    from . import writer
+    from ._progress import progress_bar
+
+    start = time.perf_counter()
+    writer.output_format(output)
+    _check_new_output(output, force)
+    _check_new_output(report_path, force)
+    ckpt, entries, report = conv.prepare(checkpoint, mapping, target, strict=strict)
+    with ckpt:
+        metadata = conv.provenance(ckpt, report)
+        total = sum(writer._nbytes(e.shape, e.dtype) for e in entries)
+        with progress_bar(total, "converting", disable=quiet) as advance:
+            writer.write_entries(ckpt, entries, output, metadata=metadata, force=force, progress=advance)
+    report.output = output
+    report.seconds = round(time.perf_counter() - start, 3)
+    if report_path:
+        _write_json(report_path, report.to_dict(), force)
+    if not quiet or report.problems:
+        click.echo(report.summary(), err=True)
+        for problem in report.problems:
+            click.echo(f"  problem (not strict, skipped): {problem}", err=True)
+    if not quiet:
+        click.echo(f"wrote {len(entries)} tensors to {output} in {report.seconds:.2f} s", err=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# verify
+# ---------------------------------------------------------------------------------------------
+
+
+@cli.command("verify")
+@checkpoint_argument
+@mapping_option
+@target_option
+@click.option("--volume", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Input volume: .nii/.nii.gz (reoriented to RAS) or .npy (D,H,W) / (C,D,H,W). "
+                   "Default: the MNI152 T1 template from nilearn.")
+@click.option("--synthetic", type=int, nargs=3, default=None, metavar="D H W", help="Use a seeded random volume instead.")
+@click.option("--crop", type=str, nargs=3, default=None, metavar="D H W",
+              help="Centre-crop the volume (after preprocessing). On CPU the mapping's default crop applies "
+                   "unless given; `--crop full full full` keeps the whole volume.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+              help="PyTorch device; auto uses CUDA when available.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Write the full report as JSON.")
+@click.option("--figure", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Write a PNG of orthogonal slices: input, TF labels, PyTorch labels, |difference|.")
+@click.option("--atol", type=float, default=None, help="Max abs error allowed (default: 1e-4 x TF output range).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.9999, show_default=True,
+              help="Minimum fraction of voxels whose labels agree.")
+@click.option("--per-layer", is_flag=True, help="Also compare the mapping's named intermediate layers.")
+@click.option("--allow-tf32", is_flag=True, help="Let PyTorch use TF32 on GPUs (the production setting); off by default.")
+@click.option("--tf-input", default=None, metavar="TENSOR", help="Input tensor of the original TF graph (default: the mapping's).")
+@click.option("--tf-output", default=None, metavar="TENSOR", help="Output tensor of the original TF graph (default: the mapping's).")
+@click.option("--save-reference", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Only run TensorFlow and save input + outputs to this .npz (needs TF, not torch).")
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Take the TF side from a --save-reference file (needs torch, not TF).")
+@force_option
+@quiet_option
+@handle_errors
+def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, json_path, figure, atol, min_agreement,
+               per_layer, allow_tf32, tf_input, tf_output, save_reference, reference, force, quiet):
+    """Run TensorFlow and PyTorch on one volume and report parity.
+
+    \b
+    Exit codes: 0 parity holds, 1 parity failed, 2 usage or input error.
+    """
+    import json
+
+    if crop is not None:
+        if all(c.lower() == "full" for c in crop):
+            crop = "full"
+        else:
+            try:
+                crop = [int(c) for c in crop]
+            except ValueError:
+                raise click.BadParameter("three sizes, or `full full full`", param_hint="--crop") from None
+    if save_reference and reference:
+        raise click.UsageError("--save-reference and --reference are the two halves of one check; give one")
+    if save_reference:
+        from .verify import save_reference as save_ref
+
+        info = save_ref(checkpoint, mapping, save_reference, volume=volume, synthetic=synthetic, crop=crop,
+                        tf_input=tf_input, tf_output=tf_output, per_layer=per_layer, force=force)
+        if not quiet:
+            click.echo(f"saved TF reference to {save_reference}: {info['tf_side']} ({info['tf_side_reason']})", err=True)
+        return
+    from .verify import verify
+
+    for path in (json_path,):
+        _check_new_output(path, force)
+    report = verify(checkpoint, mapping, target, volume=volume, synthetic=synthetic, crop=crop, device=device,
+                    atol=atol, min_agreement=min_agreement, per_layer=per_layer, allow_tf32=allow_tf32,
+                    tf_input=tf_input, tf_output=tf_output, reference=reference, figure=figure, force=force)
+    if json_path:
+        _write_json(json_path, report.to_dict(), force)
+    if not quiet or not report.passed:
+        click.echo(report.summary())
+    sys.exit(errors.EXIT_OK if report.passed else errors.EXIT_PARITY)
+
+
 def main(argv=None):
     """Console-script entry point."""
     try:

@@ -9,7 +9,7 @@ A mapping module (one file per architecture, see ``tf2pt/mappings/``) reads top 
 5. :class:`Fill` rules -- PyTorch keys with no TF counterpart (e.g. ``num_batches_tracked``).
 6. ``MAPPING = Mapping(...)`` -- ties it together; the registry finds it by that name.
 
-Nothing is skipped silently: :func:`tf2pt.convert.plan` puts every TF variable under exactly one
+Nothing is skipped silently: :func:`tf2pt.conversion.plan` puts every TF variable under exactly one
 rule and fills every target key, or reports the problem.
 """
 
@@ -129,6 +129,9 @@ class Target:
     requires: Sequence[str] = ()  # importable modules the target needs, e.g. ("monai",)
     extra: Optional[str] = None  # the pip extra that installs them
     notes: str = ""
+    #: ``{layer name: module path}`` for ``verify --per-layer``; layer names are the ones the
+    #: mapping's TF reference forward reports (see :class:`VerifySpec`).
+    layers: TMapping[str, str] = field(default_factory=dict)
 
     def check_available(self) -> None:
         import importlib.util
@@ -136,6 +139,37 @@ class Target:
         for module in self.requires:
             if importlib.util.find_spec(module) is None:
                 raise DependencyError(module, f"target {self.name!r}", extra=self.extra)
+
+
+@dataclass(frozen=True)
+class VerifySpec:
+    """What ``tf2pt verify`` needs to run the TF model and compare it with the target.
+
+    The TF side runs the original graph when there is one (a ``.meta`` next to the checkpoint, a
+    frozen ``.pb``, a SavedModel): it feeds ``tf_input`` (channels-last, with a batch axis) and
+    ``feeds``, and fetches ``tf_output``. Otherwise it runs ``tf_reference(variables, x)``, a
+    forward pass built from ``tf.nn`` ops and the checkpoint's variables as TF reads them, which
+    returns ``(output, {layer: output})`` for the layers in ``layers``.
+    """
+
+    tf_input: str
+    tf_output: str
+    feeds: TMapping[str, Any] = field(default_factory=dict)
+    output_kind: str = "logits"  # or "probability"
+    #: labels are ``output > threshold`` on a single channel when set, else the channel argmax
+    threshold: Optional[float] = None
+    spatial_multiple: int = 1
+    #: resample every input to this size first (models with a fixed input size)
+    size: Optional[Tuple[int, int, int]] = None
+    #: names from ``tf2pt.volume.PREPROCESSORS``, applied in order (after ``size``)
+    preprocess: Sequence[str] = ()
+    #: centre crop applied on CPU when the user gives no ``--crop`` (keeps CPU runs to minutes)
+    cpu_crop: Optional[Tuple[int, int, int]] = None
+    #: a colour table (``index name R G B A`` lines) inside tf2pt/data, for ``--figure``
+    label_table: Optional[str] = None
+    tf_reference: Optional[Callable[..., Any]] = None
+    layers: Sequence[str] = ()
+    notes: str = ""
 
 
 @dataclass(frozen=True)

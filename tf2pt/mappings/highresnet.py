@@ -29,12 +29,9 @@ volumes to multiples of 8.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
-import torch
-from torch import nn
-
-from tf2pt.mapping import TRAINING_ONLY, Fill, Mapping, Rename, Source, Target
+from tf2pt.mapping import TRAINING_ONLY, Fill, Mapping, Rename, Source, Target, VerifySpec
 
 # ---------------------------------------------------------------------------------------------
 # 1. Source facts
@@ -50,102 +47,22 @@ SOURCE = Source(
     meta={"in_channels": 1, "num_classes": 160, "spatial_multiple": 8, "bn_eps": 1e-5},
 )
 
-#: (NiftyNet layer name, output channels, kernel size, dilation) -- the one table everything
-#: below (model, rename rules, TF reference forward) is generated from.
-STAGES: List[Tuple[str, int, int]] = [("res_1", 16, 1), ("res_2", 32, 2), ("res_3", 64, 4)]
-BLOCKS_PER_STAGE = 2 + 1  # NiftyNet's 'repeat': 3
+#: (NiftyNet stage name, output channels, dilation) -- the table the model, the rename rules and
+#: the TF reference forward are all generated from (tf2pt.models.highres3dnet imports it).
+STAGES = (("res_1", 16, 1), ("res_2", 32, 2), ("res_3", 64, 4))
+BLOCKS_PER_STAGE = 3  # NiftyNet's 'repeat'
 BN_EPS = 1e-5
 
 # ---------------------------------------------------------------------------------------------
-# 2. Target models
+# 2. Target models (torch is imported only when a model is built)
 # ---------------------------------------------------------------------------------------------
 
 
-def _activation(name: str, channels: int) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU()
-    if name == "prelu":
-        return nn.PReLU(num_parameters=channels)  # NiftyNet's alpha is per channel
-    raise ValueError(f"activation must be 'relu' or 'prelu', not {name!r}")
-
-
-class ConvolutionalBlock(nn.Module):
-    """``convolutional_block`` = [pad], conv, BN, [activation]  (post-activation), or
-    BN, activation, [pad], conv  (pre-activation, inside residual blocks)."""
-
-    def __init__(self, cin, cout, kernel=3, dilation=1, preactivation=False, activation="relu", eps=BN_EPS):
-        super().__init__()
-        pad = [nn.ConstantPad3d(dilation * (kernel // 2), 0.0)] if kernel > 1 else []
-        conv = nn.Conv3d(cin, cout, kernel, dilation=dilation, bias=False)
-        if preactivation:
-            layers = [nn.BatchNorm3d(cin, eps=eps), _activation(activation, cin), *pad, conv]
-        else:
-            layers = [*pad, conv, nn.BatchNorm3d(cout, eps=eps)]
-            if activation is not None:
-                layers.append(_activation(activation, cout))
-        self.convolutional_block = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.convolutional_block(x)
-
-
-class ResidualBlock(nn.Module):
-    """Two pre-activation convolutions plus the identity, zero-padded along channels."""
-
-    def __init__(self, cin, cout, dilation, activation="relu", eps=BN_EPS):
-        super().__init__()
-        self.residual_block = nn.Sequential(
-            ConvolutionalBlock(cin, cout, 3, dilation, True, activation, eps),
-            ConvolutionalBlock(cout, cout, 3, dilation, True, activation, eps),
-        )
-        grow = cout - cin
-        if grow < 0:
-            raise ValueError("HighRes3DNet residual blocks never reduce channels")
-        self.channel_padding = (grow // 2, grow - grow // 2)
-
-    def forward(self, x):
-        before, after = self.channel_padding
-        identity = nn.functional.pad(x, (0, 0, 0, 0, 0, 0, before, after)) if before or after else x
-        return self.residual_block(x) + identity
-
-
-class DilationBlock(nn.Module):
-    def __init__(self, cin, cout, dilation, repeat=BLOCKS_PER_STAGE, activation="relu", eps=BN_EPS):
-        super().__init__()
-        blocks = [ResidualBlock(cin if i == 0 else cout, cout, dilation, activation, eps) for i in range(repeat)]
-        self.dilation_block = nn.Sequential(*blocks)
-
-    def forward(self, x):
-        return self.dilation_block(x)
-
-
-class HighRes3DNet(nn.Module):
-    """NiftyNet's HighRes3DNet. Its state dict has the layout of the published PyTorch weights
-    (fepegar/highresnet, ``block.0.convolutional_block.1.weight``, ...).
-
-    ``block.5`` is a dropout layer (identity in eval mode), kept so that keys match the
-    published weights; NiftyNet's graph has none at inference.
-    """
-
-    def __init__(self, in_channels: int = 1, num_classes: int = 160, activation: str = "relu",
-                 dropout: float = 0.5, eps: float = BN_EPS):
-        super().__init__()
-        blocks: List[nn.Module] = [ConvolutionalBlock(in_channels, 16, 3, 1, False, activation, eps)]
-        cin = 16
-        for _, cout, dilation in STAGES:
-            blocks.append(DilationBlock(cin, cout, dilation, activation=activation, eps=eps))
-            cin = cout
-        blocks.append(ConvolutionalBlock(cin, 80, 1, 1, False, activation, eps))
-        blocks.append(nn.Dropout3d(dropout))
-        blocks.append(ConvolutionalBlock(80, num_classes, 1, 1, False, None, eps))
-        self.block = nn.Sequential(*blocks)
-
-    def forward(self, x):
-        return self.block(x)
-
-
 def build_tf2pt(in_channels: int = 1, num_classes: int = 160, activation: str = "relu", dropout: float = 0.5,
-                eps: float = BN_EPS) -> HighRes3DNet:
+                eps: float = BN_EPS):
+    """tf2pt's HighRes3DNet (``tf2pt.models.highres3dnet``)."""
+    from tf2pt.models.highres3dnet import HighRes3DNet
+
     return HighRes3DNet(in_channels, num_classes, activation, dropout, eps)
 
 
@@ -155,6 +72,7 @@ def build_monai(in_channels: int = 1, num_classes: int = 160, activation: str = 
     activation after the last block (``blocks.11.adn.A``); NiftyNet's ``conv_2_bn`` has none and
     outputs logits, so that activation is replaced by ``nn.Identity``."""
     from monai.networks.nets import HighResNet
+    from torch import nn
 
     if activation != "relu":
         from tf2pt.errors import MappingError
@@ -259,7 +177,89 @@ def model_kwargs(checkpoint) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# 6. The mapping
+# 6. Verification: the TF tensors of the original graph, the preprocessing, and a reference
+#    forward pass from tf.nn ops for checkpoints without a graph (TF imported only when run)
+# ---------------------------------------------------------------------------------------------
+
+LAYERS = ["conv_0"] + [f"{stage}_{j}" for stage, _, _ in STAGES for j in range(BLOCKS_PER_STAGE)] + ["conv_1", "conv_2"]
+
+
+def tf_reference(variables, x):
+    """HighRes3DNet in TF from ``tf.nn`` ops: dilated convolutions (``tf.nn.convolution``
+    with ``dilations``), not NiftyNet's ``space_to_batch``, so it is an independent
+    implementation. ``variables`` maps TF names to arrays (read by TF); ``x`` is NDHWC.
+    Returns ``(logits, {layer: output})``."""
+    import tensorflow as tf
+
+    act = "prelu" if f"{SCOPE}conv_0_bn_prelu/conv_/w" in variables else "relu"
+    get = lambda name: tf.constant(variables[SCOPE + name])
+
+    def bn(h, scope):
+        return tf.nn.batch_normalization(h, get(f"{scope}/moving_mean"), get(f"{scope}/moving_variance"),
+                                         get(f"{scope}/beta"), get(f"{scope}/gamma"), BN_EPS)
+
+    def activation(h, scope):
+        if act == "relu":
+            return tf.nn.relu(h)
+        return tf.nn.relu(h) + get(f"{scope}/alpha") * tf.minimum(h, 0.0)
+
+    def conv(h, scope, dilation=1):
+        return tf.nn.convolution(h, get(f"{scope}/w"), padding="SAME", dilations=dilation)
+
+    outputs = {}
+    h = tf.constant(x)
+    layer = f"conv_0_bn_{act}"
+    h = outputs["conv_0"] = activation(bn(conv(h, f"{layer}/conv_"), f"{layer}/bn_"), f"{layer}/acti_")
+    for s, (stage, cout, dilation) in enumerate(STAGES, start=1):
+        for j in range(BLOCKS_PER_STAGE):
+            name = f"{stage}_{j}"
+            y = h
+            for i in range(2):
+                y = conv(activation(bn(y, f"{name}/bn_{i}"), f"{name}/acti_{i}"), f"{name}/conv_{i}", dilation)
+            grow = cout - int(h.shape[-1])
+            h = outputs[name] = y + tf.pad(h, [[0, 0]] * 4 + [[grow // 2, grow - grow // 2]])
+    layer = f"conv_1_bn_{act}"
+    h = outputs["conv_1"] = activation(bn(conv(h, f"{layer}/conv_"), f"{layer}/bn_"), f"{layer}/acti_")
+    h = outputs["conv_2"] = bn(conv(h, "conv_2_bn/conv_"), "conv_2_bn/bn_")
+    return h.numpy(), {k: v.numpy() for k, v in outputs.items()}
+
+
+VERIFY = VerifySpec(
+    # the graph tf2pt's NiftyNet writer exports (tf2pt.testing.niftynet); override with
+    # --tf-input/--tf-output for graphs exported by NiftyNet itself
+    tf_input="images:0",
+    tf_output="logits:0",
+    output_kind="logits",
+    spatial_multiple=8,  # NiftyNet asserts it; space_to_batch needs sizes divisible by 1, 2, 4
+    preprocess=("whiten",),
+    cpu_crop=(96, 96, 96),
+    label_table="GIFNiftyNet.ctbl",
+    tf_reference=tf_reference,
+    layers=LAYERS,
+    notes="Input is z-scored over the foreground (NiftyNet's whitening); the zoo model also used "
+          "histogram standardisation, whose landmarks are not part of the checkpoint. Both frameworks "
+          "get the same preprocessed voxels, so parity does not depend on it.",
+)
+
+
+def _tf2pt_layers():
+    out = {"conv_0": "block.0", "conv_1": "block.4", "conv_2": "block.6"}
+    for s, (stage, _, _) in enumerate(STAGES, start=1):
+        for j in range(BLOCKS_PER_STAGE):
+            out[f"{stage}_{j}"] = f"block.{s}.dilation_block.{j}"
+    return out
+
+
+def _monai_layers():
+    out = {"conv_0": "blocks.0", "conv_1": "blocks.10", "conv_2": "blocks.11"}
+    for s, (stage, _, _) in enumerate(STAGES, start=1):
+        for j in range(BLOCKS_PER_STAGE):
+            out[f"{stage}_{j}"] = f"blocks.{1 + (s - 1) * BLOCKS_PER_STAGE + j}"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. The mapping
 # ---------------------------------------------------------------------------------------------
 
 MAPPING = Mapping(
@@ -270,15 +270,17 @@ MAPPING = Mapping(
         Target(
             "tf2pt",
             "tf2pt's HighRes3DNet; state dict as the published PyTorch weights (fepegar/highresnet)",
-            build_tf2pt, _tf2pt_rules(), FILL,
+            build_tf2pt, _tf2pt_rules(), FILL, layers=_tf2pt_layers(),
         ),
         Target(
             "monai",
             "MONAI HighResNet, final activation replaced by Identity to output NiftyNet's logits",
             build_monai, _monai_rules(), FILL, requires=("monai",), extra="monai",
             notes="MONAI applies ReLU after its last block; NiftyNet does not. The target swaps it for Identity.",
+            layers=_monai_layers(),
         ),
     ],
     ignore=IGNORE,
     model_kwargs=model_kwargs,
+    verify=VERIFY,
 )

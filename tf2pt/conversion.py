@@ -48,13 +48,19 @@ class Entry:
 
 
 def numpy_to_torch(array: np.ndarray):
-    """A torch tensor owning a copy of ``array`` (handles bfloat16 and read-only memory maps)."""
+    """A torch tensor owning a copy of ``array``: handles read-only memory maps and ml_dtypes'
+    bfloat16/float8 (numpy cannot hand those to torch directly: the bytes are reinterpreted)."""
     import torch
 
-    if array.dtype.name == "bfloat16":
-        return torch.from_numpy(np.array(array).view(np.int16)).view(torch.bfloat16)
     if array.dtype == object:
         raise TypeError("string tensors have no torch equivalent")
+    name = array.dtype.name
+    if name == "bfloat16" or name.startswith("float8"):
+        target = getattr(torch, name, None)
+        if target is None:
+            raise TypeError(f"this torch has no {name}")
+        raw = np.array(array, order="C").view(np.int16 if array.dtype.itemsize == 2 else np.uint8)
+        return torch.from_numpy(raw).view(target)
     return torch.from_numpy(np.array(array, copy=True, order="C"))
 
 

@@ -1,0 +1,140 @@
+"""A minimal protocol-buffer wire-format decoder (no ``protobuf`` package, no generated code).
+
+tf2pt reads a handful of TensorFlow messages (bundle entries, tensor shapes, the object graph,
+GraphDef). Each is decoded field by field from the wire format with the functions here. Every
+malformation raises :class:`ProtoError`; callers turn it into a typed tf2pt error naming the file.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Dict, Iterator, List, Tuple, Union
+
+WIRE_VARINT, WIRE_FIXED64, WIRE_BYTES, WIRE_FIXED32 = 0, 1, 2, 5
+
+Value = Union[int, bytes]
+
+
+class ProtoError(ValueError):
+    """Bytes that are not a well-formed protocol buffer."""
+
+
+def read_varint(buf, pos: int, end: int) -> Tuple[int, int]:
+    """Decode a varint at ``pos``; returns ``(value, new_pos)``."""
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end:
+            raise ProtoError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise ProtoError("varint longer than 10 bytes")
+
+
+def iter_fields(buf, start: int = 0, end: int = -1) -> Iterator[Tuple[int, int, Value]]:
+    """Yield ``(field_number, wire_type, value)``; bytes fields as ``bytes``, numbers as ``int``.
+
+    Groups (wire types 3/4) are rejected: no message tf2pt reads uses them.
+    """
+    if end < 0:
+        end = len(buf)
+    pos = start
+    while pos < end:
+        key, pos = read_varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ProtoError("field number 0")
+        if wire == WIRE_VARINT:
+            value, pos = read_varint(buf, pos, end)
+        elif wire == WIRE_BYTES:
+            length, pos = read_varint(buf, pos, end)
+            if length > end - pos:
+                raise ProtoError("length-delimited field runs past the end")
+            value = bytes(buf[pos:pos + length])
+            pos += length
+        elif wire == WIRE_FIXED32:
+            if pos + 4 > end:
+                raise ProtoError("truncated fixed32")
+            value = int.from_bytes(buf[pos:pos + 4], "little")
+            pos += 4
+        elif wire == WIRE_FIXED64:
+            if pos + 8 > end:
+                raise ProtoError("truncated fixed64")
+            value = int.from_bytes(buf[pos:pos + 8], "little")
+            pos += 8
+        else:
+            raise ProtoError(f"unsupported wire type {wire}")
+        yield number, wire, value
+
+
+def fields(buf) -> Dict[int, List[Value]]:
+    """All fields of a message, grouped by number (repeated fields keep their order)."""
+    out: Dict[int, List[Value]] = {}
+    for number, _, value in iter_fields(buf):
+        out.setdefault(number, []).append(value)
+    return out
+
+
+def as_int64(value: int) -> int:
+    """A varint as a signed 64-bit integer (two's complement)."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def as_str(value: Value, what: str = "string") -> str:
+    if not isinstance(value, bytes):
+        raise ProtoError(f"{what} is not length-delimited")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtoError(f"{what} is not valid UTF-8") from None
+
+
+def as_bytes(value: Value, what: str = "message") -> bytes:
+    if not isinstance(value, bytes):
+        raise ProtoError(f"{what} is not length-delimited")
+    return value
+
+
+def as_float(value: int) -> float:
+    return struct.unpack("<f", value.to_bytes(4, "little"))[0]
+
+
+def as_double(value: int) -> float:
+    return struct.unpack("<d", value.to_bytes(8, "little"))[0]
+
+
+def packed_varints(value: Value) -> List[int]:
+    """A repeated varint field: packed (bytes) or one unpacked element (int)."""
+    if isinstance(value, int):
+        return [value]
+    out, pos = [], 0
+    while pos < len(value):
+        v, pos = read_varint(value, pos, len(value))
+        out.append(v)
+    return out
+
+
+# -------------------------------------------------------------------------------------------
+# Messages shared by several readers
+# -------------------------------------------------------------------------------------------
+
+
+def tensor_shape(buf: bytes) -> Tuple[int, ...]:
+    """``TensorShapeProto``: ``dim`` (2) = {``size`` (1)}; ``unknown_rank`` (3)."""
+    dims = []
+    for number, _, value in iter_fields(buf):
+        if number == 2:
+            size = 0
+            for n2, _, v2 in iter_fields(as_bytes(value, "dim")):
+                if n2 == 1:
+                    size = as_int64(v2) if isinstance(v2, int) else 0
+            dims.append(size)
+        elif number == 3 and value:
+            raise ProtoError("shape of unknown rank")
+    return tuple(dims)

@@ -1,0 +1,1 @@
+"""PyTorch models that tf2pt mappings target (imported only when a model is built)."""

@@ -1,0 +1,97 @@
+"""PyTorch HighRes3DNet (NiftyNet's architecture), with the published weights' state-dict layout.
+
+See ``tf2pt/mappings/highresnet.py`` for the architecture notes (pre-activation residual blocks,
+channel zero-padding, dilation by ``space_to_batch`` and its equivalence to dilated convolution).
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from torch import nn
+
+# NiftyNet's layer table lives with the mapping (source facts); the model is generated from it.
+from tf2pt.mappings.highresnet import BLOCKS_PER_STAGE, BN_EPS, STAGES
+
+
+def _activation(name: str, channels: int) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    if name == "prelu":
+        return nn.PReLU(num_parameters=channels)  # NiftyNet's alpha is per channel
+    raise ValueError(f"activation must be 'relu' or 'prelu', not {name!r}")
+
+
+class ConvolutionalBlock(nn.Module):
+    """``convolutional_block`` = [pad], conv, BN, [activation]  (post-activation), or
+    BN, activation, [pad], conv  (pre-activation, inside residual blocks)."""
+
+    def __init__(self, cin, cout, kernel=3, dilation=1, preactivation=False, activation="relu", eps=BN_EPS):
+        super().__init__()
+        pad = [nn.ConstantPad3d(dilation * (kernel // 2), 0.0)] if kernel > 1 else []
+        conv = nn.Conv3d(cin, cout, kernel, dilation=dilation, bias=False)
+        if preactivation:
+            layers = [nn.BatchNorm3d(cin, eps=eps), _activation(activation, cin), *pad, conv]
+        else:
+            layers = [*pad, conv, nn.BatchNorm3d(cout, eps=eps)]
+            if activation is not None:
+                layers.append(_activation(activation, cout))
+        self.convolutional_block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.convolutional_block(x)
+
+
+class ResidualBlock(nn.Module):
+    """Two pre-activation convolutions plus the identity, zero-padded along channels."""
+
+    def __init__(self, cin, cout, dilation, activation="relu", eps=BN_EPS):
+        super().__init__()
+        self.residual_block = nn.Sequential(
+            ConvolutionalBlock(cin, cout, 3, dilation, True, activation, eps),
+            ConvolutionalBlock(cout, cout, 3, dilation, True, activation, eps),
+        )
+        grow = cout - cin
+        if grow < 0:
+            raise ValueError("HighRes3DNet residual blocks never reduce channels")
+        self.channel_padding = (grow // 2, grow - grow // 2)
+
+    def forward(self, x):
+        before, after = self.channel_padding
+        identity = nn.functional.pad(x, (0, 0, 0, 0, 0, 0, before, after)) if before or after else x
+        return self.residual_block(x) + identity
+
+
+class DilationBlock(nn.Module):
+    def __init__(self, cin, cout, dilation, repeat=BLOCKS_PER_STAGE, activation="relu", eps=BN_EPS):
+        super().__init__()
+        blocks = [ResidualBlock(cin if i == 0 else cout, cout, dilation, activation, eps) for i in range(repeat)]
+        self.dilation_block = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.dilation_block(x)
+
+
+class HighRes3DNet(nn.Module):
+    """NiftyNet's HighRes3DNet. Its state dict has the layout of the published PyTorch weights
+    (fepegar/highresnet, ``block.0.convolutional_block.1.weight``, ...).
+
+    ``block.5`` is a dropout layer (identity in eval mode), kept so that keys match the
+    published weights; NiftyNet's graph has none at inference.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 160, activation: str = "relu",
+                 dropout: float = 0.5, eps: float = BN_EPS):
+        super().__init__()
+        blocks: List[nn.Module] = [ConvolutionalBlock(in_channels, 16, 3, 1, False, activation, eps)]
+        cin = 16
+        for _, cout, dilation in STAGES:
+            blocks.append(DilationBlock(cin, cout, dilation, activation=activation, eps=eps))
+            cin = cout
+        blocks.append(ConvolutionalBlock(cin, 80, 1, 1, False, activation, eps))
+        blocks.append(nn.Dropout3d(dropout))
+        blocks.append(ConvolutionalBlock(80, num_classes, 1, 1, False, None, eps))
+        self.block = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.block(x)

@@ -1,0 +1,119 @@
+"""Decode TF2's ``_CHECKPOINTABLE_OBJECT_GRAPH`` (a serialized ``TrackableObjectGraph``).
+
+Object-based checkpoints store variables under keys such as
+``model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE``. The object graph says what
+they are: each node's children (``local_name``), its serialized tensors (``full_name`` is the
+variable's own name, e.g. ``dense/kernel``; ``checkpoint_key`` is the key) and, for optimizers,
+which node is a slot of which variable.
+
+Field numbers (``tensorflow/core/protobuf/trackable_object_graph.proto``)::
+
+    TrackableObjectGraph      nodes = 1
+    TrackableObject           children = 1, attributes = 2, slot_variables = 3
+    ObjectReference           node_id = 1, local_name = 2
+    SerializedTensor          name = 1, full_name = 2, checkpoint_key = 3
+    SlotVariableReference     original_variable_node_id = 1, slot_name = 2, slot_variable_node_id = 3
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from ._proto import ProtoError, as_bytes, as_str, iter_fields
+
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    readable_name: str
+    slot_of: Optional[str] = None
+    slot_name: Optional[str] = None
+    owner: Optional[str] = None  # "optimizer" or "metric" when the object path says so
+
+
+def _node(buf: bytes):
+    children: List[Tuple[int, str]] = []
+    attributes: List[Tuple[str, str, str]] = []
+    slots: List[Tuple[int, str, int]] = []
+    for number, _, value in iter_fields(buf):
+        if number == 1:
+            ref = dict((n, v) for n, _, v in iter_fields(as_bytes(value)))
+            children.append((int(ref.get(1, 0)), as_str(ref.get(2, b""), "local_name")))
+        elif number == 2:
+            att = dict((n, v) for n, _, v in iter_fields(as_bytes(value)))
+            attributes.append((as_str(att.get(1, b"")), as_str(att.get(2, b"")), as_str(att.get(3, b""))))
+        elif number == 3:
+            ref = dict((n, v) for n, _, v in iter_fields(as_bytes(value)))
+            slots.append((int(ref.get(1, 0)), as_str(ref.get(2, b"")), int(ref.get(3, 0))))
+    return children, attributes, slots
+
+
+def _attribute_keras3_slots(out: Dict[str, KeyInfo]) -> None:
+    """Keras 3 optimizers keep slots as plain variables named ``<optimizer>/<var>_<slot>``
+    (``adam/conv2d_1_kernel_momentum``), with ``/`` in the variable name turned into ``_``.
+    Attribute them to the model variable whose flattened name they extend."""
+    flat = {info.readable_name.replace("/", "_"): info.readable_name for info in out.values() if info.owner is None}
+    for key, info in list(out.items()):
+        if info.owner != "optimizer" or "/" not in info.readable_name:
+            continue
+        tail = info.readable_name.split("/", 1)[1]
+        head, sep, slot = tail.rpartition("_")
+        while sep:
+            if head in flat:
+                out[key] = KeyInfo(info.readable_name, slot_of=flat[head], slot_name=slot, owner="optimizer")
+                break
+            head, sep, rest = head.rpartition("_")
+            slot = f"{rest}_{slot}"
+
+
+def decode(data: bytes) -> Dict[str, KeyInfo]:
+    """``{checkpoint_key: KeyInfo}`` for every serialized tensor in the graph.
+
+    Raises :class:`~tf2pt._proto.ProtoError` on malformed bytes.
+    """
+    nodes = [_node(as_bytes(v)) for n, _, v in iter_fields(data) if n == 1]
+    if not nodes:
+        return {}
+    # object paths, breadth first from the root (node 0); the first path found wins
+    paths: Dict[int, str] = {0: ""}
+    queue = deque([0])
+    while queue:
+        i = queue.popleft()
+        for child, local_name in nodes[i][0]:
+            if not 0 <= child < len(nodes):
+                raise ProtoError(f"object graph reference to node {child} of {len(nodes)}")
+            if child not in paths:
+                paths[child] = f"{paths[i]}/{local_name}" if paths[i] else local_name
+                queue.append(child)
+
+    def owner_of(path: str) -> Optional[str]:
+        parts = path.split("/")
+        if "optimizer" in parts:
+            after = parts[parts.index("optimizer") + 1:]
+            # Keras 3 optimizers also reference the model's variables they train; those stay the model's
+            if after[:1] != ["_trainable_variables"]:
+                return "optimizer"
+        if "metrics" in parts or "_metrics" in parts:
+            return "metric"
+        return None
+
+    out: Dict[str, KeyInfo] = {}
+    readable_of_node: Dict[int, str] = {}
+    for i, (_, attributes, _) in enumerate(nodes):
+        path = paths.get(i, f"<node {i}>")
+        for name, full_name, key in attributes:
+            readable = full_name or (path if name == "VARIABLE_VALUE" else f"{path}/{name}")
+            readable_of_node.setdefault(i, readable)
+            out[key] = KeyInfo(readable, owner=owner_of(path))
+    _attribute_keras3_slots(out)
+    for i, (_, _, slots) in enumerate(nodes):
+        for original, slot_name, slot_node in slots:
+            if not (0 <= original < len(nodes) and 0 <= slot_node < len(nodes)):
+                raise ProtoError("object graph slot reference out of range")
+            var_name = readable_of_node.get(original, paths.get(original, f"<node {original}>"))
+            for _, _, key in nodes[slot_node][1]:
+                out[key] = KeyInfo(f"{var_name}/{slot_name}", slot_of=var_name, slot_name=slot_name, owner="optimizer")
+    return out
