@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tf2pt import registry
-from tf2pt.convert import Entry, plan
+from tf2pt.conversion import Entry, plan
 from tf2pt.errors import MappingError
 from tf2pt.mapping import TRAINING_ONLY, Fill, Ignore, Mapping, Refuse, Rename, Source, Target, rename_table
 
