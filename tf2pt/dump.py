@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import table
 from ._atomic import atomic_output
+from .errors import UnsupportedError
 from .reader import open_checkpoint
 
 # tf2pt dtype name -> torch dtype attribute (None: no torch form)
@@ -57,6 +58,9 @@ def dump(path, csv_path: Optional[str] = None, state_path: Optional[str] = None,
             items = []
             for info in shown:
                 dt = torch_dtype(info.dtype)
+                if info.dtype != "string" and info.dtype not in TORCH_DTYPES:
+                    raise UnsupportedError(f"variable {info.name!r} has dtype {info.dtype}, which has no array form",
+                                           path=ckpt.path, hint="leave it out with --filter")
                 if dt is None:
                     skipped.append((info.name, f"{info.dtype} tensor has no torch dtype"))
                 elif fmt == "safetensors" and writer._dtype_name(dt) not in writer._ST_DTYPES:

@@ -44,9 +44,9 @@ def stats(checkpoint: Checkpoint, info: VariableInfo) -> Dict[str, Any]:
     """min/max/mean/std and NaN/Inf counts (float64 accumulation); empty for strings."""
     import numpy as np
 
-    if info.dtype in ("string", "resource", "variant") or info.dtype.startswith("dtype"):
+    if info.dtype == "string":
         return {}
-    a = checkpoint.read(info.name)
+    a = checkpoint.read(info.name)  # unsupported dtypes (variant, resource) raise here
     if a.size == 0:
         return {"min": None, "max": None, "mean": None, "std": None, "nan": 0, "inf": 0}
     if a.dtype.kind == "b":

@@ -1,0 +1,140 @@
+"""Test-only tools to forge and damage TF checkpoint bundles byte by byte.
+
+Real TensorFlow writes every well-formed fixture; these tools write what TensorFlow would never
+write (variant tensors, inconsistent sizes, absurd shapes, non-UTF-8 names) and damage copies of
+real checkpoints, so error paths can be tested.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from tf2pt._crc import crc32c, mask
+
+MAGIC = 0xDB4775248B80FB57
+
+
+def varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def f_varint(num: int, value: int) -> bytes:
+    return varint(num << 3) + varint(value)
+
+
+def f_bytes(num: int, value: bytes) -> bytes:
+    return varint(num << 3 | 2) + varint(len(value)) + value
+
+
+def f_fixed32(num: int, value: int) -> bytes:
+    return varint(num << 3 | 5) + value.to_bytes(4, "little")
+
+
+def shape_proto(shape: Sequence[int]) -> bytes:
+    return b"".join(f_bytes(2, f_varint(1, d)) for d in shape)
+
+
+def entry_proto(dtype: int, shape: Sequence[int], shard: int = 0, offset: int = 0, size: int = 0,
+                crc: Optional[int] = None) -> bytes:
+    out = f_varint(1, dtype) + f_bytes(2, shape_proto(shape))
+    if shard:
+        out += f_varint(3, shard)
+    if offset:
+        out += f_varint(4, offset)
+    if size:
+        out += f_varint(5, size)
+    if crc is not None:
+        out += f_fixed32(6, crc)
+    return out
+
+
+def header_proto(num_shards: int = 1) -> bytes:
+    return f_varint(1, num_shards) + f_bytes(3, f_varint(1, 1))
+
+
+def _block(entries: Iterable[Tuple[bytes, bytes]]) -> bytes:
+    body = bytearray()
+    restarts: List[int] = []
+    for key, value in entries:
+        restarts.append(len(body))
+        body += varint(0) + varint(len(key)) + varint(len(value)) + key + value
+    if not restarts:
+        restarts = [0]
+    for r in restarts:
+        body += r.to_bytes(4, "little")
+    body += len(restarts).to_bytes(4, "little")
+    return bytes(body)
+
+
+def _with_trailer(block: bytes) -> bytes:
+    return block + b"\x00" + mask(crc32c(block + b"\x00")).to_bytes(4, "little")
+
+
+def write_table(path, items: List[Tuple[bytes, bytes]], per_block: int = 16) -> None:
+    """An SSTable with ``items`` (sorted by the caller; order is not checked here)."""
+    out = bytearray()
+    index = []
+    for i in range(0, len(items), per_block):
+        chunk = items[i:i + per_block]
+        block = _block(chunk)
+        handle = varint(len(out)) + varint(len(block))
+        out += _with_trailer(block)
+        index.append((chunk[-1][0], handle))
+    meta = _block([])
+    meta_handle = varint(len(out)) + varint(len(meta))
+    out += _with_trailer(meta)
+    idx = _block(index)
+    idx_handle = varint(len(out)) + varint(len(idx))
+    out += _with_trailer(idx)
+    footer = (meta_handle + idx_handle).ljust(40, b"\x00") + MAGIC.to_bytes(8, "little")
+    out += footer
+    Path(path).write_bytes(bytes(out))
+
+
+def write_bundle(prefix, tensors: List[Tuple[bytes, int, Sequence[int], bytes]], num_shards: int = 1,
+                 entry_overrides=None) -> str:
+    """A one-shard bundle from ``(key, dtype, shape, raw bytes)``; ``entry_overrides`` maps a
+    key to entry fields to force (e.g. ``{"size": 999}``)."""
+    entry_overrides = entry_overrides or {}
+    data = bytearray()
+    items = [(b"", header_proto(num_shards))]
+    for key, dtype, shape, raw in sorted(tensors, key=lambda t: t[0]):
+        fields = dict(dtype=dtype, shape=shape, offset=len(data), size=len(raw), crc=mask(crc32c(raw)))
+        fields.update(entry_overrides.get(key, {}))
+        items.append((key, entry_proto(**fields)))
+        data += raw
+    write_table(f"{prefix}.index", items)
+    for shard in range(num_shards):
+        Path(f"{prefix}.data-{shard:05d}-of-{num_shards:05d}").write_bytes(bytes(data) if shard == 0 else b"")
+    return str(prefix)
+
+
+def copy_bundle(prefix: str, dest_dir: Path) -> str:
+    """Copy a bundle's files (``.index``, ``.data-*``, ``.meta``) to ``dest_dir``; returns the new prefix."""
+    src = Path(prefix)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    for f in src.parent.glob(src.name + ".*"):
+        shutil.copy2(f, dest_dir / f.name)
+    return str(dest_dir / src.name)
+
+
+def flip_byte(path, offset: int) -> None:
+    data = bytearray(Path(path).read_bytes())
+    data[offset] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+
+
+def truncate(path, size: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(size)

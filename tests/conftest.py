@@ -1,0 +1,118 @@
+"""Shared fixtures: checkpoints written by real TensorFlow, built once per test session.
+
+``FIXTURES`` is the registry of checkpoint builders; the parametrized reader-parity test runs
+over all of them, so a new fixture kind is one line here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "highres3dnet"
+DATA = Path(__file__).resolve().parent / "data"
+PUBLISHED_PTH = ROOT.parent / "shared" / "data" / "highres3dnet_li_parameters-7d297872.pth"
+
+
+def _niftynet(activation):
+    def build(d):
+        from tf2pt.testing.niftynet import write_highres3dnet
+
+        return write_highres3dnet(d, num_classes=5, activation=activation, seed=11, train_size=8)
+
+    return build
+
+
+def _fx(name):
+    def build(d):
+        from tf2pt.testing import tf_fixtures
+
+        return getattr(tf_fixtures, name)(d)
+
+    return build
+
+
+#: name -> builder(dir) -> checkpoint path
+FIXTURES = {
+    "niftynet_highres3dnet": _niftynet("relu"),
+    "niftynet_highres3dnet_prelu": _niftynet("prelu"),
+    "all_dtypes": _fx("write_all_dtypes"),
+    "tf1_saver": _fx("write_tf1_saver"),
+    "tf2_keras": _fx("write_tf2_keras"),
+    "tf2_module_v1_adam": _fx("write_tf2_module_v1_adam"),
+    "savedmodel": _fx("write_savedmodel"),
+    "sharded": _fx("write_sharded"),
+    "partitioned": _fx("write_partitioned"),
+}
+
+
+@pytest.fixture(scope="session")
+def tf():
+    """TensorFlow, the test oracle and fixture writer (tests skip without it)."""
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow (the test oracle) is not installed")
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+class _Checkpoints:
+    def __init__(self, base: Path):
+        self.base = base
+        self.cache = {}
+
+    def __call__(self, name: str) -> str:
+        if name not in self.cache:
+            pytest.importorskip("tensorflow", reason="TensorFlow writes the test checkpoints")
+            d = self.base / name
+            d.mkdir(parents=True, exist_ok=True)
+            self.cache[name] = str(FIXTURES[name](str(d)))
+        return self.cache[name]
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """``checkpoints(name)`` -> path of a TF-written checkpoint from ``FIXTURES`` (built once)."""
+    return _Checkpoints(tmp_path_factory.mktemp("tf_checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def example():
+    return str(EXAMPLE)
+
+
+@pytest.fixture()
+def run_cli(tmp_path):
+    """Run ``python -m tf2pt ARGS`` in a subprocess (real exit codes, real stderr).
+
+    ``block=("tensorflow",)`` makes those packages fail to import in the child, to show a
+    command does not need them.
+    """
+    import subprocess
+
+    def run(*args, block=(), cwd=None, env=None, timeout=600):
+        full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
+        full_env.update(env or {})
+        if block:
+            blocker = tmp_path / "blocker"
+            blocker.mkdir(exist_ok=True)
+            names = ", ".join(repr(b) for b in block)
+            (blocker / "sitecustomize.py").write_text(textwrap.dedent(f"""
+                import sys
+                class _Block:
+                    def find_spec(self, name, path=None, target=None):
+                        if name.split('.')[0] in ({names},):
+                            raise ImportError(f'{{name}} is blocked for this test')
+                        return None
+                sys.meta_path.insert(0, _Block())
+            """))
+            full_env["PYTHONPATH"] = str(blocker) + os.pathsep + full_env.get("PYTHONPATH", "")
+        return subprocess.run([sys.executable, "-m", "tf2pt", *map(str, args)], capture_output=True, text=True,
+                              cwd=cwd or tmp_path, env=full_env, timeout=timeout)
+
+    return run

@@ -1,0 +1,50 @@
+"""The training-only rules, on names real checkpoints carry."""
+
+import pytest
+
+from tf2pt.roles import classify
+
+CASES = [
+    # NiftyNet / TF1
+    ("HighRes3DNet/conv_0_bn_relu/conv_/w", "inference"),
+    ("HighRes3DNet/conv_0_bn_relu/bn_/moving_mean", "inference"),
+    ("HighRes3DNet/conv_0_bn_relu/bn_/moving_variance", "inference"),
+    ("HighRes3DNet/res_1_0/acti_0/alpha", "inference"),
+    ("HighRes3DNet/res_1_0/conv_0/w/Adam", "training"),
+    ("HighRes3DNet/res_1_0/conv_0/w/Adam_1", "training"),
+    ("HighRes3DNet/conv_0_bn_relu/bn_/moving_variance/ExponentialMovingAverage", "training"),
+    ("HighRes3DNet/conv_0_bn_relu/bn_/HighRes3DNet/conv_0_bn_relu/bn_/moving_mean/biased", "training"),
+    ("HighRes3DNet/conv_0_bn_relu/bn_/HighRes3DNet/conv_0_bn_relu/bn_/moving_mean/local_step", "training"),
+    ("ApplyGradients/beta1_power", "training"),
+    ("beta2_power", "training"),
+    ("global_step", "training"),
+    ("dense/kernel/Momentum", "training"),
+    ("dense/kernel/RMSProp_1", "training"),
+    ("dense/kernel/Ftrl", "training"),
+    # TF2 object-based
+    ("model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE", "inference"),
+    ("model/layer_with_weights-0/kernel/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE", "training"),
+    ("optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE", "training"),
+    ("optimizer/_variables/3/.ATTRIBUTES/VARIABLE_VALUE", "training"),
+    ("optimizer/_trainable_variables/0/.ATTRIBUTES/VARIABLE_VALUE", "inference"),
+    ("save_counter/.ATTRIBUTES/VARIABLE_VALUE", "training"),
+    ("keras_api/metrics/0/total/.ATTRIBUTES/VARIABLE_VALUE", "training"),
+    ("_CHECKPOINTABLE_OBJECT_GRAPH", "training"),
+    # names that merely look alike stay inference
+    ("adam_block/conv/w", "inference"),
+    ("model/biased_layer/w", "inference"),
+    ("global_step_embedding/w", "inference"),
+]
+
+
+@pytest.mark.parametrize("name,role", CASES)
+def test_role_rules(name, role):
+    assert classify(name)[0] == role
+
+
+def test_reasons_name_the_rule():
+    assert classify("x/w/Adam_1") == ("training", "optimizer slot (Adam_1)")
+    assert classify("a/b/ExponentialMovingAverage")[1] == "ExponentialMovingAverage shadow"
+    assert classify("s/x/biased")[1] == "zero-debias accumulator"
+    assert classify("x", slot_of="conv/kernel") == ("training", "optimizer slot")
+    assert classify("x", owner="metric") == ("training", "Keras metric")
