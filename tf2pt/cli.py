@@ -59,6 +59,15 @@ def handle_errors(func):
             except OSError:
                 pass
             sys.exit(0)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # a bug: say so in one line, keep the traceback for TF2PT_DEBUG=1
+            if os.environ.get("TF2PT_DEBUG"):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            click.echo(f"tf2pt: internal error: {type(exc).__name__}: {first} (this is a bug in tf2pt; "
+                       "rerun with TF2PT_DEBUG=1 for the traceback and report it)", err=True)
+            sys.exit(errors.EXIT_INTERNAL)
 
     return wrapper
 
@@ -70,7 +79,8 @@ def cli():
 
     \b
     Exit codes: 0 success, 1 verify found a parity failure,
-    2 usage or input error (one line on stderr, no output file left behind).
+    2 usage or input error (one line on stderr, no output file left behind),
+    3 internal error (a bug; TF2PT_DEBUG=1 shows the traceback).
     """
 
 
@@ -180,6 +190,19 @@ def mappings_cmd(fmt):
             click.echo(f"  target {t['name']}{' (default)' if t['default'] else ''}: {t['description']}")
 
 
+def _finite_json(value):
+    """Strict JSON: non-finite floats become the strings "inf", "-inf", "nan"."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 def _write_json(path, data, force):
     import json
 
@@ -187,7 +210,7 @@ def _write_json(path, data, force):
 
     with atomic_output(path, force=force) as tmp:
         with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=2, default=str)
+            json.dump(_finite_json(data), fh, indent=2, default=str, allow_nan=False)
             fh.write("\n")
 
 

@@ -105,15 +105,16 @@ class Report:
         reasons: Dict[str, int] = {}
         for row in self.ignored:
             reasons[row["rule"]] = reasons.get(row["rule"], 0) + 1
-        lines = [
-            f"mapping {self.mapping!r} -> target {self.target!r}",
-            f"  mapped:   {c['mapped']} TF variables -> PyTorch keys",
-            f"  ignored:  {c['ignored']} TF variables by rule"
-            + (": " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) if reasons else ""),
-            f"  filled:   {c['filled']} PyTorch keys by rule"
-            + (f" ({'; '.join(sorted({f['reason'] for f in self.filled}))})" if self.filled else ""),
-            f"  problems: {c['problems']}",
-        ]
+        fills: Dict[str, int] = {}
+        for row in self.filled:
+            fills[row["reason"]] = fills.get(row["reason"], 0) + 1
+        lines = [f"mapping {self.mapping!r} -> target {self.target!r}",
+                 f"  mapped:   {c['mapped']} TF variables -> PyTorch keys",
+                 f"  ignored:  {c['ignored']} TF variables by rule" + (":" if reasons else "")]
+        lines += [f"    {n:>6}  {r}" for r, n in sorted(reasons.items())]
+        lines.append(f"  filled:   {c['filled']} PyTorch keys by rule" + (":" if fills else ""))
+        lines += [f"    {n:>6}  {r}" for r, n in sorted(fills.items())]
+        lines.append(f"  problems: {c['problems']}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -154,7 +155,7 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
             continue
         ignore = next((r for r in mapping.ignore if r.matches(name, info.role)), None)
         if ignore is not None:
-            rule = f"{ignore.reason} ({info.role_reason})" if ignore.training_only else ignore.reason
+            rule = f"{ignore.reason}: {info.role_reason}" if ignore.training_only else ignore.reason
             report.ignored.append({"tf": name, "rule": rule})
             continue
         hits = [(r, m) for r in target.rename for m in [r.match(name)] if m]

@@ -10,6 +10,7 @@ Exit codes (documented in ``docs/reliability.md``):
 1     ``verify`` ran both frameworks and parity failed
 2     usage or input error: bad or unsupported checkpoint, unknown mapping, a
       conversion that does not cover the checkpoint, existing output, missing extra
+3     internal error: a bug in tf2pt (one line; ``TF2PT_DEBUG=1`` shows the traceback)
 130   interrupted (Ctrl-C); no output file is left behind
 ====  =============================================================================
 """
@@ -22,6 +23,7 @@ from typing import Iterable, Sequence
 EXIT_OK = 0
 EXIT_PARITY = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
 

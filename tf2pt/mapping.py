@@ -60,7 +60,7 @@ class Ignore:
 
 
 #: The usual first ignore rule: drop everything tf2pt classifies as training-only.
-TRAINING_ONLY = Ignore(None, "training-only variable", training_only=True)
+TRAINING_ONLY = Ignore(None, "training-only", training_only=True)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ class Reference:
             raise InputError("reference file not found", path=self.path)
         try:
             self._npz = np.load(self.path, allow_pickle=False)
+            if not isinstance(self._npz, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive")
             self.meta = json.loads(str(self._npz["meta"]))
             self.input = self._npz["input"]
             self.output = self._npz["output"]

@@ -262,22 +262,26 @@ def compare(tf_out: np.ndarray, pt_out: np.ndarray, threshold: Optional[float] =
     """Error metrics between two outputs of the same shape (C, D, H, W)."""
     if tf_out.shape != pt_out.shape:
         raise InputError(f"TF output {list(tf_out.shape)} and PyTorch output {list(pt_out.shape)} differ in shape")
-    nonfinite = {"tf": int((~np.isfinite(tf_out)).sum()), "torch": int((~np.isfinite(pt_out)).sum())}
-    diff = np.abs(tf_out.astype(np.float64) - pt_out.astype(np.float64))
-    finite = np.isfinite(tf_out)
+    tf_finite, pt_finite = np.isfinite(tf_out), np.isfinite(pt_out)
+    nonfinite = {"tf": int((~tf_finite).sum()), "torch": int((~pt_finite).sum())}
+    both = tf_finite & pt_finite
+    # where either side is not finite the error is infinite (and the check fails on its own)
+    diff = np.where(both, np.abs(tf_out.astype(np.float64) - pt_out.astype(np.float64)), np.inf)
+    finite = tf_finite
     lo, hi = (float(tf_out[finite].min()), float(tf_out[finite].max())) if finite.any() else (0.0, 0.0)
     out_range = hi - lo
-    max_abs = float(np.nanmax(diff)) if diff.size else 0.0
+    max_abs = float(diff.max()) if diff.size else 0.0
     # relative error, elementwise, where TF's value is not tiny against the output's scale
     scale = max(abs(lo), abs(hi), 1e-30)
     significant = np.abs(tf_out) >= 1e-3 * scale
+    significant &= both
     rel = float((diff[significant] / np.abs(tf_out[significant])).max()) if significant.any() else 0.0
     tf_labels, pt_labels = labels_of(tf_out, threshold), labels_of(pt_out, threshold)
     agreement = float((tf_labels == pt_labels).mean())
     return {
         "max_abs_error": max_abs,
         "max_rel_error": rel,
-        "mean_abs_error": float(np.nanmean(diff)) if diff.size else 0.0,
+        "mean_abs_error": float(diff[both].mean()) if both.any() else (float("inf") if diff.size else 0.0),
         "output_range": out_range,
         "max_abs_error_over_range": max_abs / out_range if out_range else (0.0 if max_abs == 0 else float("inf")),
         "argmax_agreement": agreement,
