@@ -50,6 +50,7 @@ FIXTURES = {
     "savedmodel": _fx("write_savedmodel"),
     "sharded": _fx("write_sharded"),
     "partitioned": _fx("write_partitioned"),
+    "frozen_graph": _fx("write_frozen_graph"),
 }
 
 

@@ -17,9 +17,18 @@ from tf2pt.errors import CheckpointNotFoundError, CorruptCheckpointError, Unsupp
 from tf2pt.reader import open_checkpoint, slice_key
 
 
-def _tf_view(tf, prefix):
-    reader = tf.train.load_checkpoint(prefix)
-    return reader, reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+def _tf_view(tf, ckpt):
+    """What TensorFlow itself reads: ``(get_tensor, shapes, dtypes)``."""
+    if ckpt.kind == "graphdef":  # a frozen graph: TF's own decoding of every Const node
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.ParseFromString(Path(ckpt.path).read_bytes())
+        consts = {n.name: n.attr["value"].tensor for n in graph_def.node if n.op == "Const"}
+        values = {k: tf.make_ndarray(t) for k, t in consts.items()}
+        shapes = {k: list(v.shape) for k, v in values.items()}
+        types = {k: tf.dtypes.as_dtype(t.dtype) for k, t in consts.items()}
+        return values.__getitem__, shapes, types
+    reader = tf.train.load_checkpoint(ckpt.prefix)
+    return reader.get_tensor, reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
 
 
 def _same(a, b) -> bool:
@@ -39,12 +48,12 @@ TF_DTYPE_NAMES = {"half": "float16", "float": "float32", "double": "float64"}
 def test_reader_equals_tf_load_checkpoint(name, checkpoints, tf):
     path = str(EXAMPLE) if name == "bundled_example" else checkpoints(name)
     with open_checkpoint(path) as ckpt:
-        reader, shapes, dtypes = _tf_view(tf, ckpt.prefix)
+        get_tensor, shapes, dtypes = _tf_view(tf, ckpt)
         assert set(ckpt.variables) == set(shapes)
         for var, info in ckpt.variables.items():
             assert list(info.shape) == list(shapes[var]), var
             assert info.dtype == TF_DTYPE_NAMES.get(dtypes[var].name, dtypes[var].name), var
-            assert _same(reader.get_tensor(var), ckpt.read(var)), var
+            assert _same(get_tensor(var), ckpt.read(var)), var
 
 
 def test_fixtures_carry_what_training_leaves_behind(checkpoints):

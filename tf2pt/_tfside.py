@@ -59,6 +59,26 @@ class TFVariables:
         return self._reader.get_variable_to_shape_map().keys()
 
 
+class TFGraphConstants:
+    """A frozen graph's ``Const`` nodes as TensorFlow decodes them: ``name in c``, ``c[name]``."""
+
+    def __init__(self, tf, path: str):
+        graph_def = tf.compat.v1.GraphDef()
+        with open(path, "rb") as fh:
+            graph_def.ParseFromString(fh.read())
+        self._nodes = {n.name: n for n in graph_def.node if n.op == "Const"}
+        self._tf = tf
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._nodes
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._tf.make_ndarray(self._nodes[name].attr["value"].tensor)
+
+    def keys(self):
+        return self._nodes.keys()
+
+
 def find_graph(checkpoint) -> Tuple[Optional[str], Optional[str], str]:
     """``(kind, path, why)`` of the original graph next to the checkpoint, if any.
 
@@ -159,10 +179,9 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
                 raise InputError(f"cannot run TF: {why}, and mapping {mapping.name!r} has no TF reference forward",
                                  path=checkpoint.path)
         else:
-            if prefix is None:
-                raise InputError("the TF reference forward needs a checkpoint bundle", path=checkpoint.path)
+            variables = TFGraphConstants(tf, path) if kind == "frozen" else TFVariables(tf, prefix)
             start = time.perf_counter()
-            ref_out, ref_layers = spec.tf_reference(TFVariables(tf, prefix), _to_channels_last(x))
+            ref_out, ref_layers = spec.tf_reference(variables, _to_channels_last(x))
             timings["tf_reference_seconds"] = time.perf_counter() - start
             if per_layer:
                 layers = {k: _to_channels_first(v) for k, v in ref_layers.items()}

@@ -155,7 +155,7 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
             continue
         ignore = next((r for r in mapping.ignore if r.matches(name, info.role)), None)
         if ignore is not None:
-            rule = f"{ignore.reason}: {info.role_reason}" if ignore.training_only else ignore.reason
+            rule = f"{ignore.reason}: {info.role_reason}" if ignore.role and info.role_reason != ignore.reason else ignore.reason
             report.ignored.append({"tf": name, "rule": rule})
             continue
         hits = [(r, m) for r in target.rename for m in [r.match(name)] if m]

@@ -40,27 +40,32 @@ class Source:
 class Ignore:
     """Drop the TF variables whose name fully matches ``pattern``, for ``reason``.
 
-    With ``training_only=True`` the rule instead matches every variable that :mod:`tf2pt.roles`
-    classifies as training-only (optimizer slots, moving-average shadows, step counters, ...);
-    the report then names the role rule too.
+    With ``role`` set (and no pattern) the rule instead matches every variable of that role:
+    ``"training"`` for what :mod:`tf2pt.roles` classifies as training-only (optimizer slots,
+    moving-average shadows, step counters, ...), ``"constant"`` for a frozen graph's plumbing
+    constants. The report then names the role's own reason too.
     """
 
     pattern: Optional[str]
     reason: str
-    training_only: bool = False
+    role: Optional[str] = None
 
     def __post_init__(self):
+        if (self.pattern is None) == (self.role is None):
+            raise MappingError(f"ignore rule {self.reason!r} needs exactly one of a pattern or a role")
         if self.pattern is not None:
             object.__setattr__(self, "_rx", re.compile(self.pattern))
 
     def matches(self, name: str, role: str) -> bool:
-        if self.training_only:
-            return role == "training"
+        if self.role is not None:
+            return role == self.role
         return self._rx.fullmatch(name) is not None
 
 
 #: The usual first ignore rule: drop everything tf2pt classifies as training-only.
-TRAINING_ONLY = Ignore(None, "training-only", training_only=True)
+TRAINING_ONLY = Ignore(None, "training-only", role="training")
+#: For frozen graphs: drop the graph's plumbing constants (shapes, axes, keep probabilities).
+GRAPH_CONSTANTS = Ignore(None, "graph constant", role="constant")
 
 
 @dataclass(frozen=True)
@@ -159,8 +164,12 @@ class VerifySpec:
     #: labels are ``output > threshold`` on a single channel when set, else the channel argmax
     threshold: Optional[float] = None
     spatial_multiple: int = 1
-    #: resample every input to this size first (models with a fixed input size)
+    #: resample every input to this size first (models with a fixed input size), with
+    #: ``resize``: "linear", or "antialias" (skimage.transform.resize's Gaussian pre-filter)
     size: Optional[Tuple[int, int, int]] = None
+    resize: str = "linear"
+    #: absolute max-error threshold; ``None``: 1e-4 x the range of TF's output
+    atol: Optional[float] = None
     #: names from ``tf2pt.volume.PREPROCESSORS``, applied in order (after ``size``)
     preprocess: Sequence[str] = ()
     #: centre crop applied on CPU when the user gives no ``--crop`` (keeps CPU runs to minutes)

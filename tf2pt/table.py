@@ -20,8 +20,9 @@ STAT_KEYS = ("min", "max", "mean", "std", "nan", "inf")
 
 
 def select(checkpoint: Checkpoint, all: bool = False, filter: Optional[str] = None):
-    """``(shown, hidden_count)``: variables passing ``filter`` (regex, searched in the stored
-    name and the readable name); training-only ones only with ``all``."""
+    """``(shown, hidden)``: variables passing ``filter`` (regex, searched in the stored name and
+    the readable name); training-only ones (and a frozen graph's constants) only with ``all``.
+    ``hidden`` counts the rows left out, by role."""
     rx = None
     if filter:
         try:
@@ -29,12 +30,12 @@ def select(checkpoint: Checkpoint, all: bool = False, filter: Optional[str] = No
         except re.error as exc:
             raise InputError(f"--filter {filter!r} is not a valid regular expression ({exc})") from None
     shown: List[VariableInfo] = []
-    hidden = 0
+    hidden: Dict[str, int] = {}
     for info in checkpoint.variables.values():
         if rx and not (rx.search(info.name) or (info.readable_name and rx.search(info.readable_name))):
             continue
         if info.role != "inference" and not all:
-            hidden += 1
+            hidden[info.role] = hidden.get(info.role, 0) + 1
             continue
         shown.append(info)
     return shown, hidden
@@ -135,21 +136,27 @@ def totals(data: List[Dict[str, Any]]) -> Dict[str, int]:
     return {"variables": len(data), "params": sum(r["params"] for r in data), "bytes": sum(r["bytes"] for r in data)}
 
 
-def footer(data: List[Dict[str, Any]], hidden: int) -> str:
+_HIDDEN_NAMES = {"training": ("training-only variable", "training-only variables"),
+                 "constant": ("graph constant", "graph constants")}
+
+
+def footer(data: List[Dict[str, Any]], hidden: Dict[str, int]) -> str:
     t = totals(data)
     text = f"{t['variables']} variables, {t['params']:,} parameters, {human_bytes(t['bytes'])} shown"
-    if hidden:
-        text += f"; {hidden} training-only variable{'s' if hidden != 1 else ''} hidden (use --all)"
+    parts = [f"{n} {_HIDDEN_NAMES.get(role, (role, role))[n != 1]}" for role, n in sorted(hidden.items(), key=lambda kv: kv[0] != "training")]
+    if parts:
+        text += f"; {' and '.join(parts)} hidden (use --all)"
     return text
 
 
-def render(checkpoint: Checkpoint, data: List[Dict[str, Any]], hidden: int, fmt: str = "table",
+def render(checkpoint: Checkpoint, data: List[Dict[str, Any]], hidden: Dict[str, int], fmt: str = "table",
            with_stats: bool = False) -> str:
     readable = any("readable_name" in r for r in data)
     cols = _columns(data, with_stats, readable)
     if fmt == "json":
         doc = {"checkpoint": checkpoint.path, "prefix": checkpoint.prefix, "kind": checkpoint.kind,
-               "variables": data, "hidden": hidden, "totals": totals(data), "notes": checkpoint.notes}
+               "variables": data, "hidden": sum(hidden.values()), "hidden_by_role": hidden, "totals": totals(data),
+               "notes": checkpoint.notes}
         return json.dumps(doc, indent=2, allow_nan=False, default=_json_default)
     if fmt == "csv":
         buf = io.StringIO()

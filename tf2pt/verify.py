@@ -103,7 +103,7 @@ def prepare_volume(spec, volume: Optional[str] = None, synthetic: Optional[Seque
         raise InputError(f"volume has {v.data.shape[0]} channel(s), the model takes {in_channels}",
                          path=volume, hint="give a (C, D, H, W) .npy or a 4-D NIfTI")
     if spec.size is not None:
-        v = vol.resize(v, spec.size)
+        v = vol.resize(v, spec.size, antialias=spec.resize == "antialias")
     for name in spec.preprocess:
         v = vol.PREPROCESSORS[name](v)
     if crop is None and on_cpu and spec.cpu_crop is not None and spec.size is None:
@@ -384,8 +384,13 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
         metrics = compare(ref.output, pt_out, spec.threshold)
         tf_labels, pt_labels = metrics.pop("_labels")
         diff = metrics.pop("_diff")
-        atol_value = atol if atol is not None else DEFAULT_ATOL_FRACTION * metrics["output_range"]
-        atol_rule = f"--atol {atol:g}" if atol is not None else f"{DEFAULT_ATOL_FRACTION:g} x output range"
+        if atol is not None:
+            atol_value, atol_rule = atol, f"--atol {atol:g}"
+        elif spec.atol is not None:
+            atol_value, atol_rule = spec.atol, f"the mapping's {spec.atol:g}"
+        else:
+            atol_value = DEFAULT_ATOL_FRACTION * metrics["output_range"]
+            atol_rule = f"{DEFAULT_ATOL_FRACTION:g} x output range"
         names = _label_names(spec)
         dice = dice_per_label(tf_labels, pt_labels)
         worst = sorted(dice.items(), key=lambda kv: (kv[1], kv[0]))[:5]

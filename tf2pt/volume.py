@@ -174,13 +174,29 @@ def whiten(volume: Volume) -> Volume:
     return volume
 
 
-def resize(volume: Volume, size: Sequence[int], order: int = 1) -> Volume:
-    """Resample every channel to ``size`` (scipy.ndimage.zoom, spline ``order``)."""
-    from scipy.ndimage import zoom
+def resize_array(array: np.ndarray, size: Sequence[int], antialias: bool = True) -> np.ndarray:
+    """Linear resampling of a 3-D array to ``size`` with the semantics of
+    ``skimage.transform.resize(image, size, mode="constant", anti_aliasing=...)`` (which deepbrain
+    uses): voxel centres aligned (``grid_mode``), zero outside, and when shrinking a Gaussian
+    pre-filter of sigma ``max(0, (factor - 1) / 2)`` per axis."""
+    from scipy.ndimage import gaussian_filter, zoom
 
-    factors = [s / n for s, n in zip(size, volume.spatial_shape)]
-    data = np.stack([zoom(c, factors, order=order) for c in volume.data]).astype(np.float32)
-    volume.steps.append(f"resize {list(volume.spatial_shape)} -> {list(data.shape[1:])} (spline order {order})")
+    array = np.asarray(array, dtype=np.float64)
+    factors = [n / s for n, s in zip(array.shape, size)]
+    if antialias:
+        sigma = [max(0.0, (f - 1.0) / 2.0) for f in factors]
+        if any(sigma):
+            array = gaussian_filter(array, sigma, mode="constant", cval=0.0)
+    out = zoom(array, [s / n for s, n in zip(size, array.shape)], order=1, mode="grid-constant", cval=0.0,
+               grid_mode=True)
+    return out
+
+
+def resize(volume: Volume, size: Sequence[int], antialias: bool = False) -> Volume:
+    """Resample every channel to ``size`` (linear; optionally anti-aliased, see :func:`resize_array`)."""
+    data = np.stack([resize_array(c, size, antialias) for c in volume.data]).astype(np.float32)
+    how = "linear, Gaussian anti-aliasing" if antialias else "linear"
+    volume.steps.append(f"resize {list(volume.spatial_shape)} -> {list(data.shape[1:])} ({how})")
     volume.data = data
     return volume
 

@@ -197,6 +197,37 @@ def write_partitioned(out_dir, seed: int = 5) -> str:
             return saver.save(sess, os.path.join(out_dir, "partitioned.ckpt"), write_meta_graph=False)
 
 
+def write_frozen_graph(out_dir, seed: int = 9) -> str:
+    """A frozen GraphDef (``convert_variables_to_constants``) with constants of many dtypes:
+    packed tensor_content, typed-value lists, splats, half, bool, strings, negative ints."""
+    tf = _tf()
+    v1 = tf.compat.v1
+    rng = np.random.default_rng(seed)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 4], name="x")
+        w = v1.get_variable("dense/kernel", initializer=rng.standard_normal((4, 3)).astype(np.float32))
+        b = v1.get_variable("dense/bias", initializer=rng.standard_normal((3,)).astype(np.float32))
+        y = tf.identity(tf.matmul(x, w) + b, name="y")
+        tf.constant(np.float32(2.5), name="scalar_f32")
+        tf.constant(np.full((2, 3), 7.0, np.float32), name="splat_f32")
+        tf.constant(np.array([-3, 0, 2**31 - 1, -2**31], np.int32), name="ints")
+        tf.constant(np.array([-(2**40), 5], np.int64), name="int64s")
+        tf.constant(rng.standard_normal(5).astype(np.float16), name="halfs")
+        tf.constant(np.array([True, False, True]), name="bools")
+        tf.constant([b"a", b"", b"\x00\xff"], name="strings")
+        tf.constant(rng.standard_normal((2, 2)), name="doubles")
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            frozen = v1.graph_util.convert_variables_to_constants(
+                sess, graph.as_graph_def(), ["y", "scalar_f32", "splat_f32", "ints", "int64s", "halfs", "bools",
+                                             "strings", "doubles"])
+    path = os.path.join(out_dir, "frozen.pb")
+    with open(path, "wb") as fh:
+        fh.write(frozen.SerializeToString())
+    return path
+
+
 def write_many(out_dir, count: int = 1000, seed: int = 6) -> str:
     """``count`` small variables (for timing ``inspect``)."""
     tf = _tf()
