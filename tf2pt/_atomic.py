@@ -4,6 +4,7 @@ Writers write to a temporary file in the destination's directory and ``os.replac
 place only after the last byte is written and flushed. Any exception (including Ctrl-C) removes
 the temporary file. A process killed outright (SIGKILL) can leave only a hidden
 ``.<name>.tf2pt-tmp-*`` file next to the target, never a partial file at the target path.
+``TF2PT_FSYNC=1`` also flushes the file to disk before the rename (survives power loss; slower).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def atomic_output(path, force: bool = False) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if os.environ.get("TF2PT_FSYNC"):  # durability across power loss, at the cost of a disk flush
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         if not force and os.path.lexists(path):  # appeared while we were writing
             raise OutputExistsError(path)
         os.chmod(tmp, 0o644 & ~_umask())

@@ -45,7 +45,8 @@ def handle_errors(func):
             return func(*args, **kwargs)
         except errors.ConversionError as exc:
             click.echo(f"tf2pt: error: {exc}", err=True)
-            click.echo(exc.details(), err=True)
+            if len(exc.problems) > 1:  # the one line names the first three; list them all
+                click.echo(exc.details(), err=True)
             sys.exit(exc.exit_code)
         except errors.Tf2ptError as exc:
             click.echo(f"tf2pt: error: {exc}", err=True)
@@ -100,9 +101,11 @@ filter_option = click.option("--filter", "pattern", default=None, metavar="REGEX
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
               show_default=True)
 @click.option("--stats", is_flag=True, help="Add min/max/mean/std and NaN/Inf counts (reads the data).")
+@click.option("--verify", "check", is_flag=True,
+              help="Also read every tensor and check its CRC32C (the listing itself reads only the index).")
 @backend_option
 @handle_errors
-def inspect_cmd(checkpoint, show_all, pattern, fmt, stats, backend):
+def inspect_cmd(checkpoint, show_all, pattern, fmt, stats, check, backend):
     """List the variables of CHECKPOINT: name, shape, dtype, parameters, bytes, role.
 
     CHECKPOINT is a prefix (model.ckpt-1000), its .index, a directory with a `checkpoint` file
@@ -113,9 +116,14 @@ def inspect_cmd(checkpoint, show_all, pattern, fmt, stats, backend):
     from .reader import open_checkpoint
 
     with open_checkpoint(checkpoint, backend=backend) as ckpt:
+        if check:
+            checked = table.verify_all(ckpt)
         shown, hidden = table.select(ckpt, all=show_all, filter=pattern)
         data = table.rows(ckpt, shown, with_stats=stats)
         click.echo(table.render(ckpt, data, hidden, fmt, with_stats=stats))
+        if check:
+            how = "(GraphDefs carry no checksums)" if ckpt.kind == "graphdef" else "and match their CRC32C"
+            click.echo(f"verified: all {checked} tensors read back {how}", err=True)
 
 
 @cli.command("dump")
@@ -249,12 +257,20 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, force,
     writer.output_format(output)
     _check_new_output(output, force)
     _check_new_output(report_path, force)
-    ckpt, entries, report = conv.prepare(checkpoint, mapping, target, strict=strict)
+    from .reader import open_checkpoint
+
+    source = open_checkpoint(checkpoint)
+    # sha256 of the sources for the provenance metadata, in a thread that starts before torch is
+    # imported and the plan is made, so it overlaps them instead of adding a pass
+    hashes = conv.BackgroundHashes(source.files)
+    ckpt, entries, report = conv.prepare(source, mapping, target, strict=strict)
     with ckpt:
-        metadata = conv.provenance(ckpt, report)
-        total = sum(writer._nbytes(e.shape, e.dtype) for e in entries)
+        total = sum(writer.nbytes(e.shape, e.dtype) for e in entries)
         with progress_bar(total, "converting", disable=quiet) as advance:
-            writer.write_entries(ckpt, entries, output, metadata=metadata, force=force, progress=advance)
+            writer.write_entries(ckpt, entries, output, metadata=conv.provenance(ckpt, report, hashes.placeholder()),
+                                 force=force, progress=advance,
+                                 final_metadata=lambda: conv.provenance(ckpt, report, hashes.result()))
+        hashes.result()
     report.output = output
     report.seconds = round(time.perf_counter() - start, 3)
     if report_path:

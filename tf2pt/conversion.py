@@ -43,13 +43,36 @@ class Entry:
             if callable(value):
                 return value(self.shape, self.dtype)
             return torch.full(self.shape, value, dtype=self.dtype)
-        array = self.transform(checkpoint.read(self.source))
-        return numpy_to_torch(array).to(self.dtype)
+        source = checkpoint.read(self.source)
+        if self.transform.perm is not None and source.dtype.kind in "fiubc" and source.dtype.name in _TORCH_NATIVE:
+            self.transform.check_rank(tuple(source.shape))
+            view = _torch_view(source)  # no copy; the permuted copy below is the only one
+            return view.permute(self.transform.perm(source.ndim)).contiguous().to(self.dtype)
+        return numpy_to_torch(self.transform(source), copy=False).to(self.dtype)
 
 
-def numpy_to_torch(array: np.ndarray):
-    """A torch tensor owning a copy of ``array``: handles read-only memory maps and ml_dtypes'
-    bfloat16/float8 (numpy cannot hand those to torch directly: the bytes are reinterpreted)."""
+#: numpy dtypes torch.from_numpy takes directly
+_TORCH_NATIVE = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                 "uint64", "bool", "complex64", "complex128"}
+
+
+def _torch_view(array: np.ndarray):
+    """A torch tensor sharing ``array``'s memory, read-only memory maps included (tf2pt never
+    writes through it)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+def numpy_to_torch(array: np.ndarray, copy: bool = True):
+    """A torch tensor owning a copy of ``array`` (with ``copy=False``: sharing it when it is
+    already a writable, C-ordered array of its own): handles read-only memory maps and
+    ml_dtypes' bfloat16/float8 (numpy cannot hand those to torch directly: the bytes are
+    reinterpreted)."""
     import torch
 
     if array.dtype == object:
@@ -61,6 +84,8 @@ def numpy_to_torch(array: np.ndarray):
             raise TypeError(f"this torch has no {name}")
         raw = np.array(array, order="C").view(np.int16 if array.dtype.itemsize == 2 else np.uint8)
         return torch.from_numpy(raw).view(target)
+    if not copy and array.flags.writeable and array.flags.c_contiguous and array.flags.owndata:
+        return torch.from_numpy(array)
     return torch.from_numpy(np.array(array, copy=True, order="C"))
 
 
@@ -233,23 +258,24 @@ def _castable(tf_dtype: str, torch_dtype) -> bool:
 
 
 def prepare(path, mapping="highresnet", target: Optional[str] = None, strict: bool = True, **model_kwargs):
-    """Open ``path`` and plan the conversion. Returns ``(checkpoint, entries, report)``.
+    """Open ``path`` (or take an open :class:`~tf2pt.reader.Checkpoint`) and plan the
+    conversion. Returns ``(checkpoint, entries, report)``.
 
     With ``strict`` (the default) any problem raises :class:`~tf2pt.errors.ConversionError`
     listing all of them; otherwise problems stay in ``report.problems`` and the entries that
     could be planned are returned. The caller closes the checkpoint.
     """
-    from .reader import open_checkpoint
+    from .reader import Checkpoint, open_checkpoint
 
     m = get_mapping(mapping)
     t = m.target(target)
     t.check_available()
-    checkpoint = open_checkpoint(path)
+    checkpoint = path if isinstance(path, Checkpoint) else open_checkpoint(path)
     try:
         entries, report = plan(checkpoint, m, t, model_kwargs)
         report.files = [{"path": str(p)} for p in checkpoint.files]
         if strict and report.problems:
-            raise ConversionError(report.problems, path=path, report=report,
+            raise ConversionError(report.problems, path=checkpoint.path, report=report,
                                   hint="fix the mapping or the checkpoint; --no-strict converts what it can")
     except BaseException:
         checkpoint.close()
@@ -269,18 +295,52 @@ def file_sha256(path, chunk: int = 1 << 22) -> str:
             h.update(block)
 
 
-def provenance(checkpoint, report: Report) -> Dict[str, str]:
-    """Safetensors metadata: where the weights came from and how (all values are strings)."""
+class BackgroundHashes:
+    """sha256 of files computed in a thread (hashlib and file reads release the GIL), so the
+    hashing overlaps the conversion instead of adding a second pass to it."""
+
+    def __init__(self, files):
+        import threading
+
+        self.files = [str(f) for f in files]
+        self._hashes: Dict[str, str] = {}
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="tf2pt-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            for f in self.files:
+                self._hashes[f] = file_sha256(f)
+        except BaseException as exc:  # reported by result()
+            self._error = exc
+
+    def placeholder(self) -> Dict[str, str]:
+        """Same keys and lengths as :meth:`result` (for sizing a header written before it)."""
+        return {f: "0" * 64 for f in self.files}
+
+    def result(self) -> Dict[str, str]:
+        self._thread.join()
+        if self._error is not None:
+            from .errors import CheckpointNotFoundError
+
+            raise CheckpointNotFoundError(f"cannot read for hashing: {self._error}", path=self.files[0])
+        return dict(self._hashes)
+
+
+def provenance(checkpoint, report: Report, hashes: Dict[str, str]) -> Dict[str, str]:
+    """Safetensors metadata: where the weights came from and how (all values are strings).
+    ``hashes`` maps each source file to its sha256 (see :class:`BackgroundHashes`)."""
     import json
     import os
 
-    hashes = {os.path.basename(str(p)): file_sha256(p) for p in checkpoint.files}
-    report.files = [{"path": str(p), "sha256": hashes[os.path.basename(str(p))]} for p in checkpoint.files]
+    by_name = {os.path.basename(p): h for p, h in hashes.items()}
+    report.files = [{"path": p, "sha256": h} for p, h in hashes.items()]
     return {
         "format": "pt",
         "tf2pt_version": __version__,
         "source": str(checkpoint.path),
-        "source_sha256": json.dumps(hashes, sort_keys=True),
+        "source_sha256": json.dumps(by_name, sort_keys=True),
         "mapping": report.mapping,
         "target": report.target,
         "model_kwargs": json.dumps(report.model_kwargs, sort_keys=True, default=str),

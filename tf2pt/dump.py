@@ -11,7 +11,7 @@ from ._atomic import atomic_output
 from .errors import UnsupportedError
 from .reader import open_checkpoint
 
-# tf2pt dtype name -> torch dtype attribute (None: no torch form)
+# TF dtype name -> torch dtype name (strings have no torch form; quantized types are their integers)
 TORCH_DTYPES = {
     "float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "float64": "float64",
     "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
@@ -21,13 +21,6 @@ TORCH_DTYPES = {
     "float8_e5m2": "float8_e5m2", "float8_e4m3fn": "float8_e4m3fn",
     "float8_e4m3fnuz": "float8_e4m3fnuz", "float8_e5m2fnuz": "float8_e5m2fnuz",
 }
-
-
-def torch_dtype(name: str):
-    import torch
-
-    attr = TORCH_DTYPES.get(name)
-    return getattr(torch, attr, None) if attr else None
 
 
 def write_csv(path, data: List[Dict[str, Any]], force: bool = False) -> None:
@@ -57,26 +50,32 @@ def dump(path, csv_path: Optional[str] = None, state_path: Optional[str] = None,
             fmt = writer.output_format(state_path)
             items = []
             for info in shown:
-                dt = torch_dtype(info.dtype)
-                if info.dtype != "string" and info.dtype not in TORCH_DTYPES:
+                torch_name = TORCH_DTYPES.get(info.dtype)
+                if info.dtype != "string" and torch_name is None:
                     raise UnsupportedError(f"variable {info.name!r} has dtype {info.dtype}, which has no array form",
                                            path=ckpt.path, hint="leave it out with --filter")
-                if dt is None:
+                if torch_name is None:
                     skipped.append((info.name, f"{info.dtype} tensor has no torch dtype"))
-                elif fmt == "safetensors" and writer._dtype_name(dt) not in writer._ST_DTYPES:
+                elif fmt == "safetensors" and (torch_name != info.dtype or writer.DTYPES[torch_name][0] is None):
                     skipped.append((info.name, f"safetensors cannot store {info.dtype}; use .pth"))
                 else:
-                    items.append((info.name, info.shape, dt))
-            total = sum(i.nbytes for i in shown if i.name in {n for n, _, _ in items})
+                    items.append((info.name, info.shape, torch_name))
+            total = sum(writer.nbytes(shape, dt) for _, shape, dt in items)
             with progress_bar(total, "dumping", disable=not progress) as advance:
-                if fmt == "safetensors":
-                    writer.write_safetensors_stream(state_path, items, lambda i: ckpt.iter_chunks(items[i][0]),
-                                                    metadata={"format": "pt", "source": str(path), "layout": "tensorflow"},
-                                                    force=force, progress=advance)
+                if fmt == "safetensors":  # streamed in file order, no torch needed
+                    locate = getattr(ckpt, "entry_location", None)
+                    if locate is not None:
+                        items.sort(key=lambda item: locate(item[0]))
+                    writer.write_safetensors(
+                        state_path, items, lambda i, sink: ckpt.copy_to(items[i][0], sink),
+                        metadata={"format": "pt", "source": str(path), "layout": "tensorflow"},
+                        force=force, progress=advance, after_item=lambda i: writer._release(ckpt, items[i][0]))
                 else:
+                    import torch
+
                     state = {}
                     for name, _, dt in items:
-                        state[name] = numpy_to_torch(ckpt.read(name)).to(dt)
+                        state[name] = numpy_to_torch(ckpt.read(name)).to(getattr(torch, dt))
                         advance(ckpt.variables[name].nbytes)
                     writer.save_pth(state, state_path, force=force)
             tensors = len(items)

@@ -6,12 +6,19 @@ slices) -- plus ``PREFIX.data-NNNNN-of-MMMMM`` shards holding the raw tensor byt
 
 * Numeric tensors are stored raw, in the byte order the header names (little-endian in
   practice). bfloat16 and float8 come from ``ml_dtypes``.
-* String tensors: one varint64 length per element, the masked CRC32C of those length bytes
-  (fixed32), then the bytes of each string. The entry's CRC covers all of it.
+* String tensors: one varint64 length per element, a fixed32 masked CRC32C of the lengths (each
+  taken as a uint32 in the writer's byte order, uint64 above 2**32 - 1, not as its varint), then
+  the bytes of each string. The entry's CRC32C runs over those length integers, the 4 checksum
+  bytes and the string bytes.
+* Numeric CRC32Cs cover the bytes exactly as stored (before any byte swap). A ``crc32c`` field
+  absent from an entry is 0 (proto3), not "unchecked": TF compares against 0, and so does tf2pt.
 * Partitioned variables: the full variable's entry lists its ``slices`` and holds no data; each
   slice is stored under the key ``OrderedCode(0, name, rank, start_0, length_0, ...)`` (see
-  :func:`slice_key`). Like TF, tf2pt lists the full variable and assembles it on read.
-* The key ``""`` holds the ``BundleHeaderProto`` (shard count, endianness, version).
+  :func:`slice_key`), where a full extent (no ``length`` in the proto) is ``start=0, length=-1``.
+  Like TF, tf2pt lists the full variable, hides the slice keys and assembles it on read, after
+  checking at open that the slices tile the full shape exactly (no gaps, no overlaps).
+* The key ``""`` holds the ``BundleHeaderProto`` (shard count, endianness, version). Big-endian
+  bundles are byte-swapped on read; a header whose ``min_consumer`` is above 1 is refused.
 
 Opening parses the index and checks it against the data files (every entry within its shard,
 sizes consistent with shapes); tensor data is read lazily through memory maps, and each read
@@ -25,13 +32,14 @@ import mmap
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import dtypes
 from ._crc import crc32c, mask
-from ._proto import ProtoError, as_bytes, as_int64, iter_fields, read_varint, tensor_shape
+from ._proto import ProtoError, as_bytes, as_int, as_int64, iter_fields, read_varint, tensor_shape
 from ._sstable import TableError, read_table
 from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
 from .roles import classify
@@ -41,6 +49,7 @@ OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 DEFAULT_CHUNK = 64 << 20
 
 _DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,11 @@ class VariableInfo:
             n *= s
         return n
 
+    @property
+    def partitioned(self) -> int:
+        """Number of slices of a partitioned variable; 0 (false) when stored whole."""
+        return self.partitions
+
 
 @dataclass
 class _Entry:
@@ -74,7 +88,7 @@ class _Entry:
     shard: int = 0
     offset: int = 0
     size: int = 0
-    crc: Optional[int] = None
+    crc: int = 0  # proto3: an absent crc32c is 0, and TF checks it as 0
     slices: List[List[Tuple[int, Optional[int]]]] = field(default_factory=list)
 
 
@@ -98,11 +112,21 @@ class Checkpoint:
         raise NotImplementedError
 
     def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[memoryview]:
-        """Raw little-endian bytes of one tensor, in chunks (default: the whole array)."""
+        """Raw bytes of one tensor in native (little-endian) order, in chunks of at most
+        ``chunk_bytes``. This generic version reads the whole tensor first, so any CRC32C
+        failure is raised before the first chunk."""
         array = self.read(name)
         if array.dtype == object:
             raise UnsupportedError(f"variable {name!r} is a string tensor, which has no raw byte form", path=self.path)
-        yield memoryview(np.ascontiguousarray(array)).cast("B")
+        # a uint8 view: the buffer protocol knows neither bfloat16 nor float8
+        raw = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+        for start in range(0, len(raw), chunk_bytes):
+            yield raw[start:start + chunk_bytes]
+
+    def copy_to(self, name: str, sink) -> None:
+        """Write the raw little-endian bytes of ``name`` to ``sink`` (a :class:`tf2pt.writer.Sink`)."""
+        for chunk in self.iter_chunks(name):
+            sink.write(chunk)
 
     def info(self, name: str) -> VariableInfo:
         try:
@@ -165,15 +189,81 @@ def _signed_num_increasing(value: int) -> bytes:
 def slice_key(name: str, extents: Sequence[Tuple[int, Optional[int]]]) -> bytes:
     """The index key TF stores one slice of a partitioned variable under.
 
-    ``extents`` holds ``(start, length)`` per dimension; ``length=None`` is a full dimension,
-    encoded as ``(-1, -1)`` like TF's ``TensorSlice``.
+    ``extents`` holds ``(start, length)`` per dimension; ``length=None`` is a full dimension
+    (a ``TensorSliceProto`` extent without ``length``), encoded like TF's ``TensorSlice`` as
+    ``start`` (0) and length ``-1``.
     """
     key = _num_increasing(0) + _escape(name.encode("utf-8")) + _num_increasing(len(extents))
     for start, length in extents:
-        if length is None:
-            start, length = -1, -1
-        key += _signed_num_increasing(start) + _signed_num_increasing(length)
+        key += _signed_num_increasing(start) + _signed_num_increasing(-1 if length is None else length)
     return key
+
+
+def _read_num_increasing(key: bytes, pos: int) -> Tuple[int, int]:
+    n = key[pos]
+    if n > 8 or pos + 1 + n > len(key):
+        raise ValueError("bad unsigned number")
+    return int.from_bytes(key[pos + 1:pos + 1 + n], "big"), pos + 1 + n
+
+
+def _read_escaped(key: bytes, pos: int) -> Tuple[bytes, int]:
+    out = bytearray()
+    while pos + 1 < len(key):
+        b, nxt = key[pos], key[pos + 1]
+        if b == 0x00:
+            if nxt == 0x01:
+                return bytes(out), pos + 2
+            if nxt != 0xFF:
+                raise ValueError("bad escape")
+            out.append(0x00)
+            pos += 2
+        elif b == 0xFF:
+            if nxt != 0x00:
+                raise ValueError("bad escape")
+            out.append(0xFF)
+            pos += 2
+        else:
+            out.append(b)
+            pos += 1
+    raise ValueError("unterminated string")
+
+
+def _read_signed_num_increasing(key: bytes, pos: int) -> Tuple[int, int]:
+    window = int.from_bytes(key[pos:pos + 2].ljust(2, key[pos:pos + 1]), "big")
+    negative = not window & 0x8000
+    if negative:
+        window ^= 0xFFFF
+    length = min(16 - (window ^ 0xFFFF).bit_length(), 10)  # leading bits equal to the sign bit
+    raw = key[pos:pos + length]
+    if len(raw) != length:
+        raise ValueError("truncated signed number")
+    bits = int.from_bytes(raw, "big") ^ (_HEADER_BITS[length][0] << 8 * (length - 1))
+    if length >= 2:
+        bits ^= _HEADER_BITS[length][1] << 8 * (length - 2)
+    value = bits - (1 << 8 * length) if negative else bits  # two's complement of the low bytes
+    if not -(1 << 63) <= value < (1 << 63) or _signed_num_increasing(value) != raw:
+        raise ValueError("non-canonical signed number")
+    return value, pos + length
+
+
+def parse_slice_key(key: bytes) -> Optional[Tuple[str, List[Tuple[int, Optional[int]]]]]:
+    """Inverse of :func:`slice_key`: ``(name, extents)``, or ``None`` if ``key`` is not one."""
+    try:
+        zero, pos = _read_num_increasing(key, 0)
+        if zero != 0:
+            return None
+        name, pos = _read_escaped(key, pos)
+        rank, pos = _read_num_increasing(key, pos)
+        extents: List[Tuple[int, Optional[int]]] = []
+        for _ in range(rank):
+            start, pos = _read_signed_num_increasing(key, pos)
+            length, pos = _read_signed_num_increasing(key, pos)
+            extents.append((start, None if length == -1 else length))
+        if pos != len(key) or rank == 0:
+            return None
+        return name.decode("utf-8"), extents
+    except (ValueError, IndexError):
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,16 +271,51 @@ def slice_key(name: str, extents: Sequence[Tuple[int, Optional[int]]]) -> bytes:
 # ----------------------------------------------------------------------------------------------
 
 
+_SIMPLE_ESCAPES = {ord("n"): 0x0A, ord("t"): 0x09, ord("r"): 0x0D, ord("a"): 0x07, ord("b"): 0x08, ord("f"): 0x0C,
+                   ord("v"): 0x0B}
+
+
+def _unescape_text_proto(raw: bytes) -> str:
+    """A text-format string literal's body (C escapes: \\n, \\", octal \\303, hex \\xc3) as text;
+    the bytes are UTF-8 (TF writes non-ASCII paths raw or octal-escaped)."""
+    out = bytearray()
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c != 0x5C or i + 1 >= n:
+            out.append(c)
+            i += 1
+            continue
+        e = raw[i + 1]
+        if 0x30 <= e <= 0x37:  # up to three octal digits
+            j = i + 1
+            while j < min(i + 4, n) and 0x30 <= raw[j] <= 0x37:
+                j += 1
+            out.append(int(raw[i + 1:j], 8) & 0xFF)
+            i = j
+        elif e in (ord("x"), ord("X")):
+            j = i + 2
+            while j < min(i + 4, n) and chr(raw[j]) in "0123456789abcdefABCDEF":
+                j += 1
+            out.append(int(raw[i + 2:j], 16) if j > i + 2 else e)
+            i = j
+        else:
+            out.append(_SIMPLE_ESCAPES.get(e, e))
+            i += 2
+    return out.decode("utf-8", "surrogateescape")
+
+
 def _parse_state_file(path: str) -> Optional[str]:
+    """``model_checkpoint_path`` of a ``checkpoint`` state file (a text ``CheckpointState``)."""
     try:
-        with open(path, "r", encoding="utf-8", errors="replace") as fh:
-            text = fh.read(1 << 20)
+        with open(path, "rb") as fh:
+            data = fh.read(1 << 20)
     except OSError:
         return None
-    m = re.search(r'^\s*model_checkpoint_path\s*:\s*"((?:[^"\\]|\\.)*)"', text, re.M)
+    m = re.search(rb'^\s*model_checkpoint_path\s*:\s*(["\'])((?:(?!\1)[^\\\n]|\\.)*)\1', data, re.M)
     if not m:
         return None
-    return bytes(m.group(1), "utf-8").decode("unicode_escape")
+    return _unescape_text_proto(m.group(2))
 
 
 def resolve(path) -> Tuple[str, str, List[str], Optional[str]]:
@@ -258,17 +383,17 @@ def _parse_entry(value: bytes) -> _Entry:
     e = _Entry(dtype=0, shape=())
     for number, wire, v in iter_fields(value):
         if number == 1:
-            e.dtype = int(v)
+            e.dtype = as_int(v, "dtype")
         elif number == 2:
             e.shape = tensor_shape(as_bytes(v, "shape"))
         elif number == 3:
-            e.shard = int(v)
+            e.shard = as_int64(v, "shard_id")
         elif number == 4:
-            e.offset = as_int64(int(v))
+            e.offset = as_int64(v, "offset")
         elif number == 5:
-            e.size = as_int64(int(v))
+            e.size = as_int64(v, "size")
         elif number == 6:
-            e.crc = int(v)
+            e.crc = as_int(v, "crc32c") & 0xFFFFFFFF
         elif number == 7:
             extents: List[Tuple[int, Optional[int]]] = []
             for n2, _, ext in iter_fields(as_bytes(v, "slice")):
@@ -276,22 +401,45 @@ def _parse_entry(value: bytes) -> _Entry:
                     start, length = 0, None
                     for n3, _, x in iter_fields(as_bytes(ext, "extent")):
                         if n3 == 1:
-                            start = as_int64(int(x))
+                            start = as_int64(x, "extent start")
                         elif n3 == 2:
-                            length = as_int64(int(x))
+                            length = as_int64(x, "extent length")
                     extents.append((start, length))
             e.slices.append(extents)
     return e
 
 
-def _parse_header(value: bytes) -> Tuple[int, bool]:
-    num_shards, big = 1, False
+def _parse_header(value: bytes) -> Tuple[int, int, Tuple[int, int, List[int]]]:
+    """``(num_shards, endianness, (producer, min_consumer, bad_consumers))``; proto3 defaults."""
+    num_shards, endianness, version = 0, 0, (0, 0, [])
     for number, _, v in iter_fields(value):
         if number == 1:
-            num_shards = int(v)
+            num_shards = as_int64(v, "num_shards")
         elif number == 2:
-            big = int(v) == 1
-    return num_shards, big
+            endianness = as_int64(v, "endianness")
+        elif number == 3:
+            producer, min_consumer, bad = 0, 0, []
+            for n2, _, x in iter_fields(as_bytes(v, "version")):
+                if n2 == 1:
+                    producer = as_int64(x, "producer")
+                elif n2 == 2:
+                    min_consumer = as_int64(x, "min_consumer")
+                elif n2 == 3:
+                    bad += [as_int64(y) for y in ([x] if isinstance(x, int) else _packed(x))]
+            version = (producer, min_consumer, bad)
+    return num_shards, endianness, version
+
+
+def _packed(value: bytes) -> List[int]:
+    out, pos = [], 0
+    while pos < len(value):
+        v, pos = read_varint(value, pos, len(value))
+        out.append(v)
+    return out
+
+
+#: the tensor-bundle format version this reader implements (TF's ``kTensorBundleVersion``)
+BUNDLE_VERSION = 1
 
 
 def _prod(shape) -> int:
@@ -340,28 +488,33 @@ class BundleCheckpoint(Checkpoint):
         if not table or table[0][0] != HEADER_KEY:
             raise self._corrupt("index has no bundle header (not a TF V2 checkpoint index)")
         try:
-            self.num_shards, self.big_endian = _parse_header(table[0][1])
+            self.num_shards, endianness, version = _parse_header(table[0][1])
+        except ProtoError as exc:
+            raise self._corrupt(f"malformed bundle header ({exc})") from None
+        try:
             entries: Dict[str, _Entry] = {}
             raw_keys: Dict[bytes, _Entry] = {}
             for key, value in table[1:]:
                 entry = _parse_entry(value)
                 raw_keys[key] = entry
         except ProtoError as exc:
-            raise self._corrupt(f"malformed index entry ({exc})") from None
+            raise self._corrupt(f"malformed index entry for {key[:60]!r} ({exc})") from None
         if not 1 <= self.num_shards <= 1_000_000:
             raise self._corrupt(f"header claims {self.num_shards} shards")
-        # slice keys (referenced by partitioned variables) are hidden, as TF hides them
-        hidden = set()
-        for key, entry in raw_keys.items():
-            for extents in entry.slices:
-                try:
-                    name = key.decode("utf-8")
-                except UnicodeDecodeError:
-                    continue
-                hidden.add(slice_key(name, extents))
+        if endianness not in (0, 1):
+            raise self._corrupt(f"header names an unknown byte order ({endianness})")
+        self.big_endian = endianness == 1
+        producer, min_consumer, bad_consumers = version
+        if producer < 0 or min_consumer > BUNDLE_VERSION or BUNDLE_VERSION in bad_consumers:
+            raise UnsupportedError(
+                f"bundle format version (producer {producer}, min_consumer {min_consumer}) is not readable "
+                f"by a version-{BUNDLE_VERSION} reader", path=self.index_path,
+                hint="re-save it with TensorFlow, or use --backend tf with a TensorFlow that reads it")
+        # Slice keys (OrderedCode, starting with a 0 byte) are hidden, as TF hides them; the
+        # full variable's entry lists them.
         self._slices: Dict[bytes, _Entry] = {}
         for key, entry in raw_keys.items():
-            if key in hidden:
+            if key[:1] == b"\x00" and parse_slice_key(key) is not None:
                 self._slices[key] = entry
                 continue
             try:
@@ -372,6 +525,11 @@ class BundleCheckpoint(Checkpoint):
         self._entries = entries
         self._check_files()
         self._check_entries()
+        used = {slice_key(name, x) for name, e in entries.items() for x in e.slices} if self._slices else set()
+        orphans = len(self._slices) - len(used)
+        if orphans:
+            self.notes.append(f"{orphans} partitioned-variable slice entr{'y' if orphans == 1 else 'ies'} "
+                              "belong to no listed variable and were ignored")
         self.variables = self._describe()
 
     def _data_path(self, shard: int) -> str:
@@ -390,7 +548,7 @@ class BundleCheckpoint(Checkpoint):
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             raise CheckpointNotFoundError(f"data shard missing ({os.path.basename(missing[0])}{more})", path=missing[0],
                                           hint="copy every PREFIX.data-*-of-* file next to the .index")
-        self.files = [self.index_path] + [self._data_path(s) for s in range(self.num_shards)]
+        self.files = [Path(self.index_path)] + [Path(self._data_path(s)) for s in range(self.num_shards)]
 
     def _check_extent(self, label: str, entry: _Entry) -> None:
         if any(d < 0 for d in entry.shape):
@@ -416,11 +574,14 @@ class BundleCheckpoint(Checkpoint):
     def _check_entries(self) -> None:
         for name, entry in self._entries.items():
             if entry.slices:
+                if not entry.shape or any(d < 0 for d in entry.shape):
+                    raise self._corrupt(f"partitioned variable {name!r} has shape {list(entry.shape)}")
                 for extents in entry.slices:
                     if len(extents) != len(entry.shape):
                         raise self._corrupt(f"partitioned variable {name!r} has a slice of the wrong rank")
                     for (start, length), dim in zip(extents, entry.shape):
-                        if start < 0 or (length is not None and (length < 0 or start + length > dim)):
+                        if (length is None and start != 0) or start < 0 or (
+                                length is not None and (length < 0 or start + length > dim)):
                             raise self._corrupt(f"partitioned variable {name!r} has a slice outside its shape")
                     key = slice_key(name, extents)
                     part = self._slices.get(key)
@@ -432,17 +593,39 @@ class BundleCheckpoint(Checkpoint):
                     if part.shape != want:
                         raise self._corrupt(f"partitioned variable {name!r} has a slice of shape {list(part.shape)}, expected {list(want)}")
                     self._check_extent(repr(name) + " (slice)", part)
+                self._check_tiling(name, entry)
             else:
                 self._check_extent(repr(name), entry)
+
+    def _check_tiling(self, name: str, entry: _Entry) -> None:
+        """The slices of a partitioned variable cover its shape exactly once (TF refuses to
+        restore a variable its slices do not cover; overlaps would be ambiguous)."""
+        boxes = [[(start, dim if length is None else start + length) for (start, length), dim in zip(x, entry.shape)]
+                 for x in entry.slices]
+        covered = sum(_prod(hi - lo for lo, hi in box) for box in boxes)
+        if covered != _prod(entry.shape):
+            raise self._corrupt(f"partitioned variable {name!r}: its slices cover {covered} of "
+                                f"{_prod(entry.shape)} elements")
+        # sweep along the axis with the most distinct starts (the partitioned axis)
+        axis = max(range(len(entry.shape)), key=lambda d: len({box[d][0] for box in boxes}))
+        boxes.sort(key=lambda box: box[axis])
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                if b[axis][0] >= a[axis][1]:
+                    break
+                if all(bl < ah and al < bh for (al, ah), (bl, bh) in zip(a, b)):
+                    raise self._corrupt(f"partitioned variable {name!r} has overlapping slices")
 
     def _describe(self) -> Dict[str, VariableInfo]:
         from .objgraph import decode
 
         graph = {}
-        if OBJECT_GRAPH_KEY in self._entries:
+        og = self._entries.get(OBJECT_GRAPH_KEY)
+        if og is not None and (og.dtype != 7 or og.shape != () or og.slices):
+            self.notes.append(f"{OBJECT_GRAPH_KEY} is not a scalar string; readable names are not available")
+        elif og is not None:
             try:
-                data = self.read(OBJECT_GRAPH_KEY)
-                graph = decode(bytes(data.reshape(-1)[0])) if data.size == 1 else {}
+                graph = decode(bytes(self.read(OBJECT_GRAPH_KEY)[()]))
             except ProtoError as exc:
                 raise self._corrupt(f"the object graph ({OBJECT_GRAPH_KEY}) is malformed ({exc})") from None
         out: Dict[str, VariableInfo] = {}
@@ -510,21 +693,24 @@ class BundleCheckpoint(Checkpoint):
         TF checksums each length as a little-endian uint32 (uint64 above 2**32 - 1), not as its
         varint; the entry's CRC continues over the length checksum and the string bytes."""
         buf = bytes(data)
+        order = "big" if self.big_endian else "little"  # the writer's byte order, for the checksums
         pos, lengths = 0, []
         length_crc = 0
         try:
             for _ in range(n):
                 length, pos = read_varint(buf, pos, len(buf))
                 lengths.append(length)
-                length_crc = crc32c(length.to_bytes(4 if length <= 0xFFFFFFFF else 8, "little"), length_crc)
+                length_crc = crc32c(length.to_bytes(4 if length <= 0xFFFFFFFF else 8, order), length_crc)
         except ProtoError:
             raise self._corrupt(f"string variable {label} has malformed lengths") from None
+        except OverflowError:
+            raise self._corrupt(f"string variable {label} has a length above 2**64") from None
         if pos + 4 > len(buf):
             raise self._corrupt(f"string variable {label} is truncated")
-        if mask(length_crc) != int.from_bytes(buf[pos:pos + 4], "little"):
+        if mask(length_crc) != int.from_bytes(buf[pos:pos + 4], order):
             raise self._corrupt(f"string variable {label} fails its length CRC32C check (data corrupted)",
                                 path=self._data_path(entry.shard))
-        if entry.crc is not None and mask(crc32c(buf[pos:], length_crc)) != entry.crc:
+        if mask(crc32c(buf[pos:], length_crc)) != entry.crc:
             raise self._corrupt(f"string variable {label} fails its CRC32C check (data corrupted)",
                                 path=self._data_path(entry.shard))
         pos += 4
@@ -579,10 +765,50 @@ class BundleCheckpoint(Checkpoint):
                                     path=self._data_path(entry.shard))
             if len(chunk):
                 yield chunk
+                self._release_range(entry.shard, entry.offset + start, len(chunk))  # written: drop its pages
+
+    def copy_to(self, name: str, sink) -> None:
+        """Write the raw bytes of ``name`` to ``sink`` (see :class:`tf2pt.writer.Sink`) straight
+        from the memory map, after checking their CRC32C; then release their pages."""
+        entry = self._entries.get(name)
+        np_dtype = dtypes.numpy_dtype(entry.dtype) if entry is not None else None
+        if entry is None or entry.slices or self.big_endian or np_dtype is None or np_dtype == object:
+            super().copy_to(name, sink)
+            return
+        data = self._bytes(entry)
+        self._verify(repr(name), entry, data)
+        sink.write(data)
+        self._release_range(entry.shard, entry.offset, entry.size)
+
+    def _release_range(self, shard: int, offset: int, size: int) -> None:
+        """Drop the pages of ``[offset, offset + size)`` from this process's memory (they stay
+        in the page cache), so streaming a large checkpoint does not grow the RSS."""
+        mm = self._maps.get(shard)
+        if mm is None or _MADV_DONTNEED is None or size <= 0:
+            return
+        start = offset - offset % mmap.PAGESIZE  # madvise wants an aligned start; the kernel rounds the end
+        end = min(offset + size, len(mm))
+        if end > start:
+            try:
+                mm.madvise(_MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError):
+                pass
+
+    def release(self, name: str) -> None:
+        """Done with ``name``: release its pages (a later read maps them again)."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return
+        parts = [self._slices[slice_key(name, x)] for x in entry.slices] if entry.slices else [entry]
+        for part in parts:
+            self._release_range(part.shard, part.offset, part.size)
 
     def entry_location(self, name: str) -> Tuple[int, int]:
         """``(shard, offset)`` of a variable's data, for reading in file order."""
         e = self._entries[name]
+        if e.slices:
+            first = self._slices[slice_key(name, e.slices[0])]
+            return (first.shard, first.offset)
         return (e.shard, e.offset)
 
     def close(self) -> None:

@@ -41,6 +41,14 @@ def select(checkpoint: Checkpoint, all: bool = False, filter: Optional[str] = No
     return shown, hidden
 
 
+def verify_all(checkpoint: Checkpoint) -> int:
+    """Read every variable (checking CRC32Cs where the format has them); returns the count.
+    Raises the reader's typed error at the first bad one."""
+    for name in checkpoint.variables:
+        checkpoint.read(name, verify=True)
+    return len(checkpoint.variables)
+
+
 def stats(checkpoint: Checkpoint, info: VariableInfo) -> Dict[str, Any]:
     """min/max/mean/std and NaN/Inf counts (float64 accumulation); empty for strings."""
     import numpy as np

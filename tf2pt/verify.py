@@ -347,6 +347,13 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
     with open_checkpoint(checkpoint_path) as ckpt:
         ckpt_meta = _checkpoint_meta(ckpt)
         in_channels = _in_channels(m, ckpt)
+    # convert first: a damaged or mismatched checkpoint is reported by tf2pt's reader and the
+    # mapping checks, in one line, before TensorFlow is started
+    start = time.perf_counter()
+    state_dict, conv_report = convert(checkpoint_path, m, t.name)
+    model = build_model(m, t.name, **conv_report.model_kwargs)
+    model.load_state_dict(state_dict, strict=True)
+    timings["convert_seconds"] = time.perf_counter() - start
 
     with tempfile.TemporaryDirectory(prefix="tf2pt-verify-") as workdir:
         if reference is not None:
@@ -372,11 +379,6 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
         for k, v_ in (meta.get("timings") or {}).items():
             timings.setdefault(k, v_)
 
-        start = time.perf_counter()
-        state_dict, conv_report = convert(checkpoint_path, m, t.name)
-        model = build_model(m, t.name, **conv_report.model_kwargs)
-        model.load_state_dict(state_dict, strict=True)
-        timings["convert_seconds"] = time.perf_counter() - start
         layer_modules = {k: t.layers[k] for k in spec.layers if k in t.layers} if per_layer else None
         pt_out, pt_layers, info = run_pytorch(model, x, dev, allow_tf32=allow_tf32, layers=layer_modules)
         timings["torch_forward_seconds"] = info.pop("torch_forward_seconds")

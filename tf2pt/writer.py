@@ -4,10 +4,16 @@ Every writer shares one signature family and one rule: output appears atomically
 (a temporary file in the same directory, then ``os.replace``) or not at all, and an existing
 file is only replaced with ``force=True``.
 
-Memory: ``.safetensors`` is written tensor by tensor -- header first (all shapes are known from
-the plan), then each tensor's bytes, streamed straight from the memory-mapped checkpoint when no
-layout change is needed -- so peak memory is about one tensor. ``.pth`` goes through
-``torch.save``, which needs the whole state dict in memory at once.
+Memory needed:
+
+* ``.safetensors`` is streamed tensor by tensor: the header first (every shape is known from
+  the plan), then each tensor in the order the tensors lie in the checkpoint's data files --
+  written straight from the source's memory map when no layout change is needed (CRC checked
+  first), else one converted tensor at a time (a permutation is one torch copy out of the
+  memory map). Source pages are released once written, so peak memory is about the largest
+  tensor whatever the model size. Dumping to safetensors needs no torch.
+* ``.pth`` goes through ``torch.save``, which serialises one dict: the whole state dict is in
+  memory at once (peak about the model size, plus torch's own buffers).
 """
 
 from __future__ import annotations
@@ -15,21 +21,22 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ._atomic import atomic_output
 from .errors import InputError
 
-SUFFIXES = (".safetensors", ".pth", ".pt")
-
-# torch dtype name -> safetensors dtype code
-_ST_DTYPES = {
-    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
-    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
-    "uint16": "U16", "uint32": "U32", "uint64": "U64", "bool": "BOOL",
-    "complex64": "C64",
+#: dtype name -> (safetensors code or None, bytes per element)
+DTYPES: Dict[str, Tuple[Optional[str], int]] = {
+    "float64": ("F64", 8), "float32": ("F32", 4), "float16": ("F16", 2), "bfloat16": ("BF16", 2),
+    "float8_e4m3fn": ("F8_E4M3", 1), "float8_e5m2": ("F8_E5M2", 1),
+    "int64": ("I64", 8), "int32": ("I32", 4), "int16": ("I16", 2), "int8": ("I8", 1),
+    "uint64": ("U64", 8), "uint32": ("U32", 4), "uint16": ("U16", 2), "uint8": ("U8", 1), "bool": ("BOOL", 1),
+    "complex64": ("C64", 8), "complex128": (None, 16),
+    "float8_e4m3fnuz": (None, 1), "float8_e5m2fnuz": (None, 1),
 }
 
+Item = Tuple[str, Sequence[int], str]  # key, shape, dtype name
 ProgressFn = Callable[[int], None]
 
 
@@ -40,83 +47,117 @@ def output_format(path) -> str:
         return "safetensors"
     if suffix in (".pth", ".pt"):
         return "pth"
-    raise InputError(
-        f"unknown output format {suffix or '(no suffix)'!r}", path=path,
-        hint="name the output *.safetensors or *.pth",
-    )
+    raise InputError(f"unknown output format {suffix or '(no suffix)'!r}", path=path,
+                     hint="name the output *.safetensors or *.pth")
 
 
-def _dtype_name(dtype) -> str:
-    return str(dtype).replace("torch.", "")
+def dtype_name(dtype) -> str:
+    """``"float32"`` for ``torch.float32``, ``np.dtype("float32")`` or ``"float32"``."""
+    return dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
 
 
-def _nbytes(shape: Sequence[int], dtype) -> int:
-    import torch
-
+def nbytes(shape: Sequence[int], dtype) -> int:
     n = 1
     for s in shape:
         n *= int(s)
-    return n * torch.empty((), dtype=dtype).element_size()
+    return n * DTYPES[dtype_name(dtype)][1]
 
 
-def safetensors_header(items: Sequence[Tuple[str, Sequence[int], Any]], metadata: Optional[Dict[str, str]] = None) -> bytes:
-    """The length-prefixed, 8-byte-aligned JSON header for ``(key, shape, torch dtype)`` items,
-    laid out in the given order."""
+def safetensors_header(items: Sequence[Item], metadata: Optional[Dict[str, str]] = None, reserve: int = 0) -> bytes:
+    """The length-prefixed JSON header for ``items`` in the given order, padded with spaces to a
+    multiple of 8 bytes (plus at least ``reserve`` spare bytes, for rewriting it later)."""
     header: Dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     offset = 0
     for key, shape, dtype in items:
-        name = _dtype_name(dtype)
-        if name not in _ST_DTYPES:
+        name = dtype_name(dtype)
+        code = DTYPES.get(name, (None, 0))[0]
+        if code is None:
             raise InputError(f"tensor {key!r} has dtype {name}, which safetensors cannot store", hint="write a .pth instead")
-        size = _nbytes(shape, dtype)
-        header[key] = {"dtype": _ST_DTYPES[name], "shape": [int(s) for s in shape], "data_offsets": [offset, offset + size]}
+        size = nbytes(shape, name)
+        header[key] = {"dtype": code, "shape": [int(s) for s in shape], "data_offsets": [offset, offset + size]}
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * reserve
     raw += b" " * (-(len(raw) + 8) % 8)
     return struct.pack("<Q", len(raw)) + raw
 
 
-def _tensor_bytes(tensor) -> memoryview:
+def tensor_bytes(tensor) -> memoryview:
+    """The raw bytes of a torch tensor (C order; bfloat16/float8 reinterpreted)."""
     import torch
 
     t = tensor.detach().cpu().contiguous()
-    if t.dtype == torch.bfloat16:
+    if t.dtype in (torch.bfloat16, torch.float16):
         t = t.view(torch.int16)
+    elif t.element_size() == 1 and t.dtype not in (torch.uint8, torch.int8, torch.bool):
+        t = t.view(torch.uint8)
     return memoryview(t.numpy()).cast("B")
 
 
-def write_safetensors_stream(
+class Sink:
+    """Where one tensor's bytes go: unbuffered writes of any buffer (a memory-mapped slice of the
+    source checkpoint is written without an intermediate copy)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self._fd = fh.fileno()
+
+    def write(self, data) -> None:
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            n = os.write(self._fd, view[: 1 << 30])
+            view = view[n:]
+
+
+def write_safetensors(
     path,
-    items: Sequence[Tuple[str, Sequence[int], Any]],
-    chunks: Callable[[int], Iterable],
+    items: Sequence[Item],
+    fill: Callable[[int, Sink], None],
     metadata: Optional[Dict[str, str]] = None,
     force: bool = False,
     progress: Optional[ProgressFn] = None,
+    final_metadata: Optional[Callable[[], Dict[str, str]]] = None,
+    after_item: Optional[Callable[[int], None]] = None,
 ) -> None:
-    """Stream a safetensors file: ``items`` fixes the header, ``chunks(i)`` yields the bytes of
-    item ``i`` (any buffer objects). A size mismatch aborts the write."""
-    head = safetensors_header(items, metadata)
+    """Stream a safetensors file: ``items`` fix the header, then ``fill(i, sink)`` writes the
+    bytes of tensor ``i`` (exactly its size; checked) to the :class:`Sink`.
+
+    ``final_metadata``, if given, is called after the last tensor and replaces ``metadata`` in
+    the header (e.g. hashes computed meanwhile); it may not outgrow the spare room reserved for
+    it. On any error the temporary file is removed.
+    """
+    reserve = 256 if final_metadata else 0
+    head = safetensors_header(items, metadata, reserve)
     with atomic_output(path, force=force) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(head)
+        with open(tmp, "wb", buffering=0) as fh:
+            sink = Sink(fh)
+            sink.write(head)
+            position = len(head)
             for i, (key, shape, dtype) in enumerate(items):
-                want = _nbytes(shape, dtype)
-                got = 0
-                for chunk in chunks(i):
-                    n = fh.write(chunk)
-                    got += n
-                    if progress:
-                        progress(n)
-                if got != want:
-                    raise InputError(f"tensor {key!r} produced {got} bytes, expected {want}", path=path)
+                size = nbytes(shape, dtype)
+                fill(i, sink)
+                end = os.lseek(fh.fileno(), 0, os.SEEK_CUR)
+                if end - position != size:
+                    raise InputError(f"tensor {key!r} produced {end - position} bytes, expected {size}", path=path)
+                position = end
+                if progress:
+                    progress(size)
+                if after_item:
+                    after_item(i)
+            if final_metadata:
+                new = safetensors_header(items, final_metadata())
+                if len(new) > len(head):
+                    raise InputError("the final header outgrew the space reserved for it", path=path)
+                body = new[8:] + b" " * (len(head) - len(new))
+                os.pwrite(fh.fileno(), struct.pack("<Q", len(body)) + body, 0)
 
 
 def save_safetensors(state_dict: Dict[str, Any], path, metadata: Optional[Dict[str, str]] = None, force: bool = False) -> None:
     keys = list(state_dict)
-    items = [(k, tuple(state_dict[k].shape), state_dict[k].dtype) for k in keys]
-    write_safetensors_stream(path, items, lambda i: [_tensor_bytes(state_dict[keys[i]])], metadata, force)
+    items = [(k, tuple(state_dict[k].shape), dtype_name(state_dict[k].dtype)) for k in keys]
+    write_safetensors(path, items, lambda i, sink: sink.write(tensor_bytes(state_dict[keys[i]])), metadata, force)
 
 
 def save_pth(state_dict: Dict[str, Any], path, force: bool = False) -> None:
@@ -137,34 +178,50 @@ def save(state_dict: Dict[str, Any], path, metadata: Optional[Dict[str, str]] = 
         save_pth(state_dict, path, force)
 
 
-def _entry_chunks(checkpoint, entry) -> Iterable:
-    """Bytes of one planned entry: raw chunks straight from the checkpoint when the layout and
-    dtype are unchanged (CRC checked on the way), else the converted tensor."""
+def _release(checkpoint, name: Optional[str]) -> None:
+    release = getattr(checkpoint, "release", None)
+    if release is not None and name is not None:
+        release(name)
+
+
+def file_order(checkpoint, entries: List[Any]) -> List[Any]:
+    """``entries`` sorted by where their source lies in the data files (sequential reads);
+    entries filled by rule keep their order, after the others."""
+    locate = getattr(checkpoint, "entry_location", None)
+    if locate is None:
+        return list(entries)
+    return sorted(entries, key=lambda e: (0, *locate(e.source)) if e.source else (1, 0, 0))
+
+
+def fill_entry(checkpoint, entry, sink: Sink) -> None:
+    """Write one planned entry: raw bytes copied file to file when layout and dtype are
+    unchanged (CRC checked first), else the converted tensor's bytes."""
     info = checkpoint.variables.get(entry.source) if entry.source else None
-    if (
-        info is not None
-        and entry.transform is not None
-        and entry.transform.name == "identity"
-        and info.dtype == _dtype_name(entry.dtype)
-        and hasattr(checkpoint, "iter_chunks")
-    ):
-        return checkpoint.iter_chunks(entry.source)
-    return [_tensor_bytes(entry.tensor(checkpoint))]
+    if (info is not None and entry.transform is not None and entry.transform.name == "identity"
+            and info.dtype == dtype_name(entry.dtype)):
+        checkpoint.copy_to(entry.source, sink)
+    else:
+        sink.write(tensor_bytes(entry.tensor(checkpoint)))
 
 
-def write_entries(checkpoint, entries, path, metadata: Optional[Dict[str, str]] = None,
-                  force: bool = False, progress: Optional[ProgressFn] = None) -> None:
+def write_entries(checkpoint, entries, path, metadata: Optional[Dict[str, str]] = None, force: bool = False,
+                  progress: Optional[ProgressFn] = None,
+                  final_metadata: Optional[Callable[[], Dict[str, str]]] = None) -> None:
     """Write a planned conversion (see :func:`tf2pt.conversion.plan`) to ``path``.
 
-    ``.safetensors`` streams one tensor at a time; ``.pth`` materialises the state dict first.
+    ``.safetensors`` streams one tensor at a time in file order; ``.pth`` materialises the
+    state dict first (torch.save needs it whole).
     """
     if output_format(path) == "safetensors":
-        items = [(e.key, e.shape, e.dtype) for e in entries]
-        write_safetensors_stream(path, items, lambda i: _entry_chunks(checkpoint, entries[i]), metadata, force, progress)
+        ordered = file_order(checkpoint, entries)
+        items = [(e.key, e.shape, dtype_name(e.dtype)) for e in ordered]
+        write_safetensors(path, items, lambda i, sink: fill_entry(checkpoint, ordered[i], sink), metadata, force,
+                          progress, final_metadata, after_item=lambda i: _release(checkpoint, ordered[i].source))
     else:
         state_dict = {}
         for e in entries:
             state_dict[e.key] = e.tensor(checkpoint)
+            _release(checkpoint, e.source)
             if progress:
-                progress(_nbytes(e.shape, e.dtype))
+                progress(nbytes(e.shape, e.dtype))
         save_pth(state_dict, path, force)

@@ -1,0 +1,190 @@
+"""Speed and memory of tf2pt against the physical floor (``cp``) and the TF-API path, in one run.
+
+    python benchmarks/run.py --size 1GiB --tensors 256            # dump/convert vs cp vs TF
+    python benchmarks/run.py --size 8GiB --tensors 1024 --shards 8 # scaling, sharded
+    python benchmarks/run.py --inspect-only --vars 1000            # inspect vs tf.train.list_variables
+
+Checkpoints are written by real TensorFlow (``tf2pt.testing.tf_fixtures``) into ``--workdir`` and
+reused across runs. Every measured command runs in its own process; wall time and peak RSS come
+from ``os.wait4``. The page cache is warmed first (each timing is the median of ``--repeat``
+runs), so ``cp`` is the memory-bandwidth floor, not the disk's. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
+
+TF_PATH = """
+import sys, torch, tensorflow as tf
+r = tf.train.load_checkpoint(sys.argv[1])
+sd = {n: torch.from_numpy(r.get_tensor(n)) for n in r.get_variable_to_shape_map()}
+torch.save(sd, sys.argv[2])
+"""
+TF_LIST = "import sys, tensorflow as tf; print(len(tf.train.list_variables(sys.argv[1])))"
+
+
+def parse_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.lower().rstrip("ib").rstrip("b")
+    return int(float(t[:-1]) * units[t[-1]]) if t[-1] in units else int(t)
+
+
+def run(cmd, stdout=subprocess.DEVNULL):
+    """(wall seconds, peak RSS bytes) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=ENV)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{err}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def measure(name, cmd, repeat, cleanup=None):
+    walls, rss = [], []
+    for _ in range(repeat):
+        if cleanup:
+            cleanup()
+        w, r = run(cmd)
+        walls.append(w)
+        rss.append(r)
+    return {"name": name, "wall": statistics.median(walls), "walls": walls, "rss": max(rss), "cmd": " ".join(map(str, cmd))}
+
+
+def checkpoint(workdir: Path, size: int, tensors: int, shards: int) -> str:
+    d = workdir / f"ckpt-{size >> 20}MiB-{tensors}t-{shards}s"
+    done = d / "done.json"
+    if not done.exists():
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        code = ("import sys; from tf2pt.testing.tf_fixtures import write_big; "
+                f"print(write_big({str(d)!r}, {size}, {tensors}, shards={shards}))")
+        out = subprocess.run([PY, "-c", code], env=ENV, capture_output=True, text=True, check=True)
+        done.write_text(json.dumps({"prefix": out.stdout.strip().splitlines()[-1]}))
+    return json.loads(done.read_text())["prefix"]
+
+
+def many_vars(workdir: Path, count: int) -> str:
+    d = workdir / f"many-{count}"
+    done = d / "done.json"
+    if not done.exists():
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        code = f"from tf2pt.testing.tf_fixtures import write_many; print(write_many({str(d)!r}, {count}))"
+        out = subprocess.run([PY, "-c", code], env=ENV, capture_output=True, text=True, check=True)
+        done.write_text(json.dumps({"prefix": out.stdout.strip().splitlines()[-1]}))
+    return json.loads(done.read_text())["prefix"]
+
+
+def warm(paths):
+    for p in paths:
+        with open(p, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        pass
+    import torch
+
+    return (f"{cpu}, {os.cpu_count()} cores{mem}; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", default="1GiB")
+    ap.add_argument("--tensors", type=int, default=256)
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--vars", type=int, default=1000, help="variables of the inspect benchmark's checkpoint")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workdir", default=os.environ.get("TF2PT_BENCH_DIR", "/tmp/tf2pt-bench"))
+    ap.add_argument("--inspect-only", action="store_true")
+    ap.add_argument("--skip-tf", action="store_true", help="leave out the TF-API path (slow, memory hungry)")
+    ap.add_argument("--json", default=None, help="also write the raw results here")
+    args = ap.parse_args(argv)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / "out"
+    out.mkdir(exist_ok=True)
+    results = []
+    rows = []
+
+    if not args.inspect_only:
+        size = parse_size(args.size)
+        prefix = checkpoint(workdir, size, args.tensors, args.shards)
+        data = sorted(Path(prefix).parent.glob(Path(prefix).name + ".data-*"))
+        total = sum(p.stat().st_size for p in data)
+        largest = max(os.path.getsize(p) for p in data) // max(1, args.tensors // max(1, len(data)))
+        warm(data + [Path(prefix + ".index")])
+
+        def clean():
+            for p in out.iterdir():
+                p.unlink()
+            os.sync()  # no earlier run's dirty pages may be written back during the next one
+
+        cp = measure("cp (data files)", ["cp", *map(str, data), str(out)], args.repeat, clean)
+        dump = measure("tf2pt dump -> safetensors", [PY, "-m", "tf2pt", "dump", prefix, "--state-dict", str(out / "d.safetensors"), "--quiet"], args.repeat, clean)
+        conv = measure("tf2pt convert -> safetensors (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.safetensors"), "--quiet"], args.repeat, clean)
+        convp = measure("tf2pt convert -> .pth (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.pth"), "--quiet"], args.repeat, clean)
+        results += [cp, dump, conv, convp]
+        tf = None
+        if not args.skip_tf:
+            tf = measure("TF path: tf.train.load_checkpoint + torch.save", [PY, "-c", TF_PATH, prefix, str(out / "tf.pth")], args.repeat, clean)
+            results.append(tf)
+        clean()
+        rows.append(f"\nCheckpoint: {total / 2**30:.2f} GiB in {len(data)} data file(s), {args.tensors} float32 tensors "
+                    f"(largest {largest / 2**20:.0f} MiB); page cache warm; median of {args.repeat}.\n")
+        rows.append("| path | wall | vs cp | TF path / this | peak RSS |")
+        rows.append("| --- | --- | --- | --- | --- |")
+        for r in results:
+            ratio_tf = f"{tf['wall'] / r['wall']:.1f}x" if tf and r is not tf else "-"
+            rows.append(f"| {r['name']} | {r['wall']:.2f} s | {r['wall'] / cp['wall']:.2f}x | {ratio_tf} | {r['rss'] / 2**20:.0f} MiB |")
+
+    many = many_vars(workdir, args.vars)
+    warm(sorted(Path(many).parent.glob(Path(many).name + ".*")))
+    ins = measure(f"tf2pt inspect ({args.vars} variables)", [PY, "-m", "tf2pt", "inspect", many], max(args.repeat, 5))
+    insj = measure(f"tf2pt inspect --format json ({args.vars} variables)", [PY, "-m", "tf2pt", "inspect", many, "--format", "json"], max(args.repeat, 5))
+    tfl = measure("TF: tf.train.list_variables", [PY, "-c", TF_LIST, many], max(args.repeat, 3))
+    results += [ins, insj, tfl]
+    rows.append("\n| listing | wall | TF / this | peak RSS |")
+    rows.append("| --- | --- | --- | --- |")
+    for r in (ins, insj, tfl):
+        rows.append(f"| {r['name']} | {r['wall']:.3f} s | {tfl['wall'] / r['wall']:.1f}x | {r['rss'] / 2**20:.0f} MiB |")
+
+    print(f"Machine: {machine()}")
+    print("\n".join(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
