@@ -21,6 +21,10 @@ class ProtoError(ValueError):
 
 def read_varint(buf, pos: int, end: int) -> Tuple[int, int]:
     """Decode a varint at ``pos``; returns ``(value, new_pos)``."""
+    if pos < end:
+        b = buf[pos]
+        if b < 0x80:  # one byte: most tags, dtypes, small sizes
+            return b, pos + 1
     result = 0
     shift = 0
     while True:
@@ -45,7 +49,11 @@ def iter_fields(buf, start: int = 0, end: int = -1) -> Iterator[Tuple[int, int, 
         end = len(buf)
     pos = start
     while pos < end:
-        key, pos = read_varint(buf, pos, end)
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = read_varint(buf, pos, end)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise ProtoError("field number 0")
@@ -80,9 +88,16 @@ def fields(buf) -> Dict[int, List[Value]]:
     return out
 
 
-def as_int64(value: int) -> int:
+def as_int(value: Value, what: str = "number") -> int:
+    """A numeric field (varint or fixed) as a Python int; a length-delimited value is malformed."""
+    if not isinstance(value, int):
+        raise ProtoError(f"{what} is length-delimited, expected a number")
+    return value
+
+
+def as_int64(value: Value, what: str = "number") -> int:
     """A varint as a signed 64-bit integer (two's complement)."""
-    value &= (1 << 64) - 1
+    value = as_int(value, what) & ((1 << 64) - 1)
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
@@ -133,8 +148,8 @@ def tensor_shape(buf: bytes) -> Tuple[int, ...]:
             size = 0
             for n2, _, v2 in iter_fields(as_bytes(value, "dim")):
                 if n2 == 1:
-                    size = as_int64(v2) if isinstance(v2, int) else 0
+                    size = as_int64(v2, "dimension size")
             dims.append(size)
-        elif number == 3 and value:
+        elif number == 3 and as_int(value, "unknown_rank"):
             raise ProtoError("shape of unknown rank")
     return tuple(dims)

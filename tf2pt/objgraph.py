@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from ._proto import ProtoError, as_bytes, as_str, iter_fields
+from ._proto import ProtoError, as_bytes, as_int, as_str, iter_fields
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
@@ -40,14 +40,16 @@ def _node(buf: bytes):
     slots: List[Tuple[int, str, int]] = []
     for number, _, value in iter_fields(buf):
         if number == 1:
-            ref = dict((n, v) for n, _, v in iter_fields(as_bytes(value)))
-            children.append((int(ref.get(1, 0)), as_str(ref.get(2, b""), "local_name")))
+            ref = dict((n, v) for n, _, v in iter_fields(as_bytes(value, "child reference")))
+            children.append((as_int(ref.get(1, 0), "node_id"), as_str(ref.get(2, b""), "local_name")))
         elif number == 2:
-            att = dict((n, v) for n, _, v in iter_fields(as_bytes(value)))
-            attributes.append((as_str(att.get(1, b"")), as_str(att.get(2, b"")), as_str(att.get(3, b""))))
+            att = dict((n, v) for n, _, v in iter_fields(as_bytes(value, "attribute")))
+            attributes.append((as_str(att.get(1, b""), "attribute name"), as_str(att.get(2, b""), "full_name"),
+                               as_str(att.get(3, b""), "checkpoint_key")))
         elif number == 3:
-            ref = dict((n, v) for n, _, v in iter_fields(as_bytes(value)))
-            slots.append((int(ref.get(1, 0)), as_str(ref.get(2, b"")), int(ref.get(3, 0))))
+            ref = dict((n, v) for n, _, v in iter_fields(as_bytes(value, "slot variable reference")))
+            slots.append((as_int(ref.get(1, 0), "original_variable_node_id"), as_str(ref.get(2, b""), "slot_name"),
+                           as_int(ref.get(3, 0), "slot_variable_node_id")))
     return children, attributes, slots
 
 
@@ -74,7 +76,7 @@ def decode(data: bytes) -> Dict[str, KeyInfo]:
 
     Raises :class:`~tf2pt._proto.ProtoError` on malformed bytes.
     """
-    nodes = [_node(as_bytes(v)) for n, _, v in iter_fields(data) if n == 1]
+    nodes = [_node(as_bytes(v, "node")) for n, _, v in iter_fields(data) if n == 1]
     if not nodes:
         return {}
     # object paths, breadth first from the root (node 0); the first path found wins
