@@ -156,3 +156,22 @@ def test_verify_usage_errors_exit_2(run_cli, tmp_path):
     if not torch.cuda.is_available():
         r = run_cli("verify", EXAMPLE, "-m", "highresnet", "--device", "cuda", *SMALL)
         assert r.returncode == 2 and "no CUDA device" in r.stderr
+
+
+def test_sampled_reference_for_large_volumes(run_cli, tmp_path, tf):
+    """A compact reference (labels everywhere, full outputs at N voxels) still catches a wrong
+    mapping, and says what it compared."""
+    ref = tmp_path / "ref.npz"
+    r = run_cli("verify", EXAMPLE, "-m", "highresnet", "--synthetic", "24", "24", "24", "--save-reference", ref,
+                "--sample-voxels", "500", block=("torch",))
+    assert r.returncode == 0, r.stderr
+    report_path = tmp_path / "report.json"
+    r = run_cli("verify", EXAMPLE, "-m", "highresnet", "--reference", ref, "--json", report_path, block=("tensorflow",))
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(report_path.read_text())
+    assert report["passed"] and report["voxels"] == 24 ** 3
+    assert report["error_scope"].startswith("sampled: all channels at 500 of 13824 voxels")
+    r = run_cli("verify", EXAMPLE, "-m", WRONG, "--reference", ref, block=("tensorflow",))
+    assert r.returncode == 1, r.stdout
+    r = run_cli("verify", EXAMPLE, "-m", "highresnet", "--reference", ref, "--per-layer")
+    assert r.returncode == 2 and "sampled reference has no layer outputs" in r.stderr

@@ -314,13 +314,16 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, force,
 @click.option("--tf-output", default=None, metavar="TENSOR", help="Output tensor of the original TF graph (default: the mapping's).")
 @click.option("--save-reference", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Only run TensorFlow and save input + outputs to this .npz (needs TF, not torch).")
+@click.option("--sample-voxels", type=click.IntRange(1), default=None, metavar="N",
+              help="With --save-reference: keep TF's labels everywhere but its full output only at N random "
+                   "voxels (a compact, compressed reference for large volumes).")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Take the TF side from a --save-reference file (needs torch, not TF).")
 @force_option
 @quiet_option
 @handle_errors
 def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, json_path, figure, atol, min_agreement,
-               per_layer, allow_tf32, tf_input, tf_output, save_reference, reference, force, quiet):
+               per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels, reference, force, quiet):
     """Run TensorFlow and PyTorch on one volume and report parity.
 
     \b
@@ -338,11 +341,14 @@ def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, jso
                 raise click.BadParameter("three sizes, or `full full full`", param_hint="--crop") from None
     if save_reference and reference:
         raise click.UsageError("--save-reference and --reference are the two halves of one check; give one")
+    if sample_voxels and not save_reference:
+        raise click.UsageError("--sample-voxels applies to --save-reference")
     if save_reference:
         from .verify import save_reference as save_ref
 
         info = save_ref(checkpoint, mapping, save_reference, volume=volume, synthetic=synthetic, crop=crop,
-                        tf_input=tf_input, tf_output=tf_output, per_layer=per_layer, force=force)
+                        tf_input=tf_input, tf_output=tf_output, per_layer=per_layer, force=force,
+                        sample_voxels=sample_voxels)
         if not quiet:
             click.echo(f"saved TF reference to {save_reference}: {info['tf_side']} ({info['tf_side_reason']})", err=True)
         return

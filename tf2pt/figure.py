@@ -40,9 +40,9 @@ def _label_rgb(labels: np.ndarray, table) -> np.ndarray:
 
 
 def parity_figure(path, x: np.ndarray, tf_labels: np.ndarray, pt_labels: np.ndarray, diff: np.ndarray, spec,
-                  title: Optional[str] = None) -> None:
+                  title: Optional[str] = None, diff_title: Optional[str] = None) -> None:
     """Write a PNG: rows = axial, coronal, sagittal centre slices; columns = input (channel 0),
-    TF labels, PyTorch labels, |TF - PyTorch| (max over channels)."""
+    TF labels, PyTorch labels, |TF - PyTorch| (max over channels; or ``diff_title``'s map)."""
     try:
         import matplotlib
 
@@ -65,7 +65,7 @@ def parity_figure(path, x: np.ndarray, tf_labels: np.ndarray, pt_labels: np.ndar
             (np.rot90(cut(vol)), "gray", "input"),
             (np.rot90(_label_rgb(cut(tf_labels), table)), None, "TF labels"),
             (np.rot90(_label_rgb(cut(pt_labels), table)), None, "PyTorch labels"),
-            (np.rot90(cut(diff)), "magma", f"|TF - PyTorch| (max {vmax:.2e})"),
+            (np.rot90(cut(diff)), "magma", diff_title or f"|TF - PyTorch| (max {vmax:.2e})"),
         ]
         for col, (img, cmap, label) in enumerate(panels):
             ax = axes[row][col]

@@ -29,7 +29,7 @@ import numpy as np
 
 from ._version import __version__
 from .errors import InputError, MappingError, Tf2ptError
-from .reference import Reference, save_reference_file
+from .reference import Reference, labels_of, save_reference_file
 from .registry import get_mapping
 
 DEFAULT_ATOL_FRACTION = 1e-4
@@ -59,6 +59,7 @@ class VerifyReport:
             f"  devices:        TF {d['devices']['tf']}, PyTorch {d['devices']['torch']}"
             + (" (TF32 allowed)" if d.get("allow_tf32") else ""),
             f"  max abs error:  {d['max_abs_error']:.3e}  (atol {d['thresholds']['atol']:.3e}: {d['thresholds']['atol_rule']})",
+            f"  compared:       {d['error_scope']}",
             f"  max rel error:  {d['max_rel_error']:.3e}   mean abs error: {d['mean_abs_error']:.3e}",
             f"  output range:   {d['output_range']:.4g}   error / range: {d['max_abs_error_over_range']:.3e}",
             f"  label agreement {d['argmax_agreement'] * 100:.4f}% of {d['voxels']} voxels "
@@ -129,8 +130,10 @@ def _checkpoint_meta(checkpoint) -> Dict[str, Any]:
 
 
 def save_reference(checkpoint_path, mapping, out_path, *, volume=None, synthetic=None, crop=None,
-                   tf_input=None, tf_output=None, per_layer=False, force=False) -> Dict[str, Any]:
-    """Run the TF side here (needs TensorFlow, not torch) and write ``out_path``."""
+                   tf_input=None, tf_output=None, per_layer=False, force=False,
+                   sample_voxels: Optional[int] = None) -> Dict[str, Any]:
+    """Run the TF side here (needs TensorFlow, not torch) and write ``out_path``
+    (``sample_voxels``: a compact reference, see :mod:`tf2pt.reference`)."""
     from ._atomic import check_output
     from ._tfside import compute_reference
     from .reader import open_checkpoint
@@ -146,7 +149,8 @@ def save_reference(checkpoint_path, mapping, out_path, *, volume=None, synthetic
         meta = {**_checkpoint_meta(ckpt), "mapping": m.name, "volume": {"source": v.source, "steps": v.steps},
                 "tf2pt_version": __version__, "python": platform.python_version(),
                 "tf_total_seconds": time.perf_counter() - start}
-    save_reference_file(out_path, v.data, result, meta, force=True)
+    save_reference_file(out_path, v.data, result, meta, force=True, sample_voxels=sample_voxels,
+                        threshold=spec.threshold)
     return {**meta, **result["meta"]}
 
 
@@ -240,12 +244,6 @@ def run_pytorch(model, x: np.ndarray, device, *, allow_tf32: bool = False, layer
 # ------------------------------------------------------------------------------------------------
 
 
-def labels_of(output: np.ndarray, threshold: Optional[float]) -> np.ndarray:
-    if threshold is not None:
-        return (output[0] > threshold).astype(np.int32)
-    return output.argmax(axis=0).astype(np.int32)
-
-
 def dice_per_label(a: np.ndarray, b: np.ndarray) -> Dict[int, float]:
     """Dice of each label present in either map (computed with bincounts: one pass each)."""
     n = int(max(a.max(), b.max())) + 1
@@ -290,6 +288,30 @@ def compare(tf_out: np.ndarray, pt_out: np.ndarray, threshold: Optional[float] =
         "_labels": (tf_labels, pt_labels),
         "_diff": diff,
     }
+
+
+def compare_sampled(ref: Reference, pt_out: np.ndarray, threshold: Optional[float] = None) -> Dict[str, Any]:
+    """:func:`compare` against a sampled reference: errors over the sampled voxels (all
+    channels), labels, Dice and agreement over every voxel, range from the full TF output."""
+    info = ref.sampled
+    if list(pt_out.shape) != info["output_shape"]:
+        raise InputError(f"TF output {info['output_shape']} and PyTorch output {list(pt_out.shape)} differ in shape")
+    metrics = compare(ref.output_sample, pt_out.reshape(pt_out.shape[0], -1)[:, ref.sample_index], threshold)
+    out_range = info["output_max"] - info["output_min"]
+    pt_labels = labels_of(pt_out, threshold)
+    tf_labels = ref.labels.reshape(pt_labels.shape)
+    metrics.update(
+        output_range=out_range,
+        max_abs_error_over_range=metrics["max_abs_error"] / out_range if out_range else float("inf"),
+        argmax_agreement=float((tf_labels == pt_labels).mean()),
+        voxels=int(pt_labels.size),
+        nonfinite={"tf": info["nonfinite"], "torch": int((~np.isfinite(pt_out)).sum())},
+        error_scope=f"sampled: all channels at {info['voxels']} of {info['of']} voxels (seed {info['seed']}); "
+                    "labels, agreement and Dice over every voxel",
+        _labels=(tf_labels, pt_labels),
+        _diff=(tf_labels != pt_labels).astype(np.float32)[None],
+    )
+    return metrics
 
 
 def _label_names(spec) -> Dict[int, str]:
@@ -361,6 +383,9 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
             if ref.meta.get("checkpoint_files") != ckpt_meta["checkpoint_files"]:
                 raise InputError("the reference was made from other checkpoint files (sha256 differ)",
                                  path=reference, hint="make the reference from this checkpoint")
+            if per_layer and ref.sampled:
+                raise InputError("a sampled reference has no layer outputs", path=reference,
+                                 hint="save a full reference with --per-layer for per-layer checks")
             if per_layer and not ref.layer_names:
                 raise InputError("the reference has no layer outputs", path=reference,
                                  hint="make it with --save-reference ... --per-layer")
@@ -383,7 +408,11 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
         pt_out, pt_layers, info = run_pytorch(model, x, dev, allow_tf32=allow_tf32, layers=layer_modules)
         timings["torch_forward_seconds"] = info.pop("torch_forward_seconds")
 
-        metrics = compare(ref.output, pt_out, spec.threshold)
+        if ref.sampled:
+            metrics = compare_sampled(ref, pt_out, spec.threshold)
+        else:
+            metrics = compare(ref.output, pt_out, spec.threshold)
+            metrics["error_scope"] = "every voxel and channel"
         tf_labels, pt_labels = metrics.pop("_labels")
         diff = metrics.pop("_diff")
         if atol is not None:
@@ -446,7 +475,9 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
         if figure:
             from .figure import parity_figure
 
-            parity_figure(figure, x, tf_labels, pt_labels, diff.max(axis=0), spec, title=report.summary().splitlines()[0])
+            diff_title = "labels differ" if ref.sampled else None
+            parity_figure(figure, x, tf_labels, pt_labels, diff.max(axis=0), spec, title=report.summary().splitlines()[0],
+                          diff_title=diff_title)
             data["figure"] = figure
         ref.close()
     return report

@@ -1,0 +1,65 @@
+"""One conformance suite for every registered mapping and target (built-ins and plug-ins alike)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import pytest
+import torch
+
+from conftest import EXAMPLE
+from test_deepbrain import deepbrain_graph  # noqa: F401  (fixture)
+from tf2pt import registry
+from tf2pt.conversion import plan
+from tf2pt.reader import open_checkpoint
+from tf2pt.transforms import TRANSFORMS
+
+PAIRS = [(m.name, t.name) for m in registry.list_mappings() for t in m.targets]
+#: mapping -> fixture giving a real checkpoint of its source model
+CHECKPOINTS = {"highresnet": lambda request: str(EXAMPLE),
+               "deepbrain": lambda request: request.getfixturevalue("deepbrain_graph")}
+
+
+def test_every_builtin_mapping_is_registered():
+    names = {m.name for m in registry.list_mappings()}
+    assert {"highresnet", "deepbrain"} <= names
+
+
+@pytest.mark.parametrize("mapping,target", PAIRS)
+def test_target_is_well_formed(mapping, target):
+    m = registry.get_mapping(mapping)
+    t = m.target(target)
+    if any(importlib.util.find_spec(r) is None for r in t.requires):
+        pytest.skip(f"{t.requires} not installed")
+    assert m.description and m.source.origin and m.source.variables
+    with torch.device("meta"):
+        model = t.build()
+    keys = set(model.state_dict())
+    for rule in t.rename:
+        assert rule.transform in TRANSFORMS, rule
+        re.compile(rule.pattern)
+    for fill in t.fill:
+        assert any(fill.matches(k) for k in keys), f"fill rule {fill.pattern!r} matches no key"
+    modules = dict(model.named_modules())
+    if m.verify is not None:
+        assert set(t.layers) <= set(m.verify.layers), "target layers the mapping does not declare"
+        for layer, path in t.layers.items():
+            assert path in modules, (layer, path)
+
+
+@pytest.mark.parametrize("mapping,target", PAIRS)
+def test_real_checkpoint_converts_cleanly(mapping, target, request):
+    m = registry.get_mapping(mapping)
+    t = m.target(target)
+    if any(importlib.util.find_spec(r) is None for r in t.requires):
+        pytest.skip(f"{t.requires} not installed")
+    if mapping not in CHECKPOINTS:
+        pytest.skip(f"no real checkpoint known for {mapping!r}")
+    with open_checkpoint(CHECKPOINTS[mapping](request)) as ckpt:
+        inference = sum(v.role == "inference" for v in ckpt.variables.values())
+        assert inference == m.source.variables  # the declared source facts hold
+        entries, report = plan(ckpt, m, t)
+        assert report.problems == []
+        assert len(report.mapped) == m.source.variables
+        assert len(entries) == len(report.mapped) + len(report.filled)
