@@ -34,8 +34,11 @@ class Entry:
     transform: Optional[Transform] = None
     fill: Optional[Fill] = None
 
-    def tensor(self, checkpoint):
-        """The value as a CPU torch tensor in the target's dtype (reads the checkpoint)."""
+    def tensor(self, checkpoint, scratch=None):
+        """The value as a CPU torch tensor in the target's dtype (reads the checkpoint).
+
+        ``scratch`` (a :class:`tf2pt.writer.Scratch`) lets a permutation be written into a reused
+        buffer instead of fresh memory; the result is then only valid until the next call."""
         import torch
 
         if self.fill is not None:
@@ -46,8 +49,10 @@ class Entry:
         source = checkpoint.read(self.source)
         if self.transform.perm is not None and source.dtype.kind in "fiubc" and source.dtype.name in _TORCH_NATIVE:
             self.transform.check_rank(tuple(source.shape))
-            view = _torch_view(source)  # no copy; the permuted copy below is the only one
-            return view.permute(self.transform.perm(source.ndim)).contiguous().to(self.dtype)
+            view = _torch_view(source).permute(self.transform.perm(source.ndim))  # no copy yet
+            if scratch is not None and view.dtype == self.dtype:
+                return scratch.like(view).copy_(view)  # the one copy, into warm memory
+            return view.contiguous().to(self.dtype)
         return numpy_to_torch(self.transform(source), copy=False).to(self.dtype)
 
 

@@ -193,15 +193,31 @@ def file_order(checkpoint, entries: List[Any]) -> List[Any]:
     return sorted(entries, key=lambda e: (0, *locate(e.source)) if e.source else (1, 0, 0))
 
 
-def fill_entry(checkpoint, entry, sink: Sink) -> None:
-    """Write one planned entry: raw bytes copied file to file when layout and dtype are
+class Scratch:
+    """A reusable buffer for converted tensors: page faults are paid once, not per tensor."""
+
+    def __init__(self):
+        self._buf = None
+
+    def like(self, tensor):
+        """An uninitialised contiguous tensor of ``tensor``'s shape and dtype, in the buffer."""
+        import torch
+
+        need = tensor.numel() * tensor.element_size()
+        if self._buf is None or self._buf.numel() < need:
+            self._buf = torch.empty(max(need, 1 << 20), dtype=torch.uint8)
+        return self._buf[:need].view(tensor.dtype).view(tensor.shape)
+
+
+def fill_entry(checkpoint, entry, sink: Sink, scratch: Optional[Scratch] = None) -> None:
+    """Write one planned entry: raw bytes straight from the source when layout and dtype are
     unchanged (CRC checked first), else the converted tensor's bytes."""
     info = checkpoint.variables.get(entry.source) if entry.source else None
     if (info is not None and entry.transform is not None and entry.transform.name == "identity"
             and info.dtype == dtype_name(entry.dtype)):
         checkpoint.copy_to(entry.source, sink)
     else:
-        sink.write(tensor_bytes(entry.tensor(checkpoint)))
+        sink.write(tensor_bytes(entry.tensor(checkpoint, scratch)))
 
 
 def write_entries(checkpoint, entries, path, metadata: Optional[Dict[str, str]] = None, force: bool = False,
@@ -215,7 +231,8 @@ def write_entries(checkpoint, entries, path, metadata: Optional[Dict[str, str]] 
     if output_format(path) == "safetensors":
         ordered = file_order(checkpoint, entries)
         items = [(e.key, e.shape, dtype_name(e.dtype)) for e in ordered]
-        write_safetensors(path, items, lambda i, sink: fill_entry(checkpoint, ordered[i], sink), metadata, force,
+        scratch = Scratch()
+        write_safetensors(path, items, lambda i, sink: fill_entry(checkpoint, ordered[i], sink, scratch), metadata, force,
                           progress, final_metadata, after_item=lambda i: _release(checkpoint, ordered[i].source))
     else:
         state_dict = {}
