@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import dtypes
-from ._proto import ProtoError, as_bytes, as_int64, as_str, iter_fields, packed_varints, tensor_shape
+from ._proto import ProtoError, as_bytes, as_int, as_int64, as_str, iter_fields, packed_varints, tensor_shape
 from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
 from .reader import Checkpoint, VariableInfo
 
@@ -85,7 +85,7 @@ def parse_tensor(buf: bytes) -> _Const:
     dtype, shape, content, values = 0, (), None, {}
     for number, wire, value in iter_fields(buf):
         if number == 1:
-            dtype = int(value)
+            dtype = as_int(value, "dtype")
         elif number == 2:
             shape = tensor_shape(as_bytes(value, "shape"))
         elif number == 4:
@@ -239,8 +239,8 @@ class GraphDefCheckpoint(Checkpoint):
             return const_array(c, repr(name))
         except UnsupportedError as exc:
             raise UnsupportedError(exc.problem, path=self.path) from None
-        except (ValueError, ProtoError) as exc:
-            raise CorruptCheckpointError(str(exc), path=self.path) from None
+        except (ValueError, OverflowError, struct.error, ProtoError) as exc:  # values that do not fit the dtype
+            raise CorruptCheckpointError(f"constant {name!r} is malformed ({exc})", path=self.path) from None
 
     def node(self, name: str) -> Optional[Node]:
         return next((n for n in self.nodes if n.name == name), None)
