@@ -242,19 +242,13 @@ VERIFY = VerifySpec(
 )
 
 
-def _tf2pt_layers():
-    out = {"conv_0": "block.0", "conv_1": "block.4", "conv_2": "block.6"}
+def _layer_modules(convs, residual):
+    """``{NiftyNet layer: module path}`` for --per-layer: ``convs`` are the modules of conv_0,
+    conv_1 and conv_2; ``residual(stage, block)`` names a residual block's module."""
+    out = dict(zip(["conv_0", "conv_1", "conv_2"], convs))
     for s, (stage, _, _) in enumerate(STAGES, start=1):
         for j in range(BLOCKS_PER_STAGE):
-            out[f"{stage}_{j}"] = f"block.{s}.dilation_block.{j}"
-    return out
-
-
-def _monai_layers():
-    out = {"conv_0": "blocks.0", "conv_1": "blocks.10", "conv_2": "blocks.11"}
-    for s, (stage, _, _) in enumerate(STAGES, start=1):
-        for j in range(BLOCKS_PER_STAGE):
-            out[f"{stage}_{j}"] = f"blocks.{1 + (s - 1) * BLOCKS_PER_STAGE + j}"
+            out[f"{stage}_{j}"] = residual(s, j)
     return out
 
 
@@ -270,14 +264,16 @@ MAPPING = Mapping(
         Target(
             "tf2pt",
             "tf2pt's HighRes3DNet; state dict as the published PyTorch weights (fepegar/highresnet)",
-            build_tf2pt, _tf2pt_rules(), FILL, layers=_tf2pt_layers(),
+            build_tf2pt, _tf2pt_rules(), FILL,
+            layers=_layer_modules(["block.0", "block.4", "block.6"], lambda s, j: f"block.{s}.dilation_block.{j}"),
         ),
         Target(
             "monai",
             "MONAI HighResNet, final activation replaced by Identity to output NiftyNet's logits",
             build_monai, _monai_rules(), FILL, requires=("monai",), extra="monai",
             notes="MONAI applies ReLU after its last block; NiftyNet does not. The target swaps it for Identity.",
-            layers=_monai_layers(),
+            layers=_layer_modules(["blocks.0", "blocks.10", "blocks.11"],
+                                  lambda s, j: f"blocks.{1 + (s - 1) * BLOCKS_PER_STAGE + j}"),
         ),
     ],
     ignore=IGNORE,
