@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import google_crc32c
-import numpy as np
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -16,7 +15,11 @@ def mask(crc: int) -> int:
 def _buffer(data):
     # the C extension takes bytes and numpy arrays but not memoryviews of memory maps;
     # a uint8 view of the same memory costs no copy
-    return data if isinstance(data, bytes) else np.frombuffer(data, dtype=np.uint8)
+    if isinstance(data, bytes):
+        return data
+    import numpy as np
+
+    return np.frombuffer(data, dtype=np.uint8)
 
 
 def crc32c(data, crc: int = 0) -> int:

@@ -3,13 +3,14 @@
 bfloat16 and the float8 types come from ``ml_dtypes``. Quantized types (``qint8``, ...) are read
 as their underlying integers. ``resource``, ``variant`` and the packed 4-bit types have no
 byte layout a checkpoint reader can decode: reading them raises ``UnsupportedError``.
+
+:func:`name`, :func:`itemsize`, :func:`is_string` and :func:`is_supported` need no numpy (listing
+a checkpoint does not import it); :func:`numpy_dtype` imports numpy (and ml_dtypes) when called.
 """
 
 from __future__ import annotations
 
 from typing import Dict, Optional
-
-import numpy as np
 
 # enum value -> (name, numpy dtype string or None for unsupported, "string" for DT_STRING)
 _TABLE = {
@@ -56,8 +57,20 @@ def name(enum: int) -> str:
     return NAMES.get(enum, f"dtype{enum}")
 
 
-def numpy_dtype(enum: int, big_endian: bool = False) -> Optional[np.dtype]:
+def is_supported(enum: int) -> bool:
+    """Whether tf2pt can decode the dtype (numbers, bool, strings)."""
+    entry = _TABLE.get(enum)
+    return entry is not None and entry[1] is not None
+
+
+def is_string(enum: int) -> bool:
+    return enum == 7
+
+
+def numpy_dtype(enum: int, big_endian: bool = False) -> "Optional[np.dtype]":
     """The numpy dtype stored on disk, ``None`` when unsupported; strings give ``object``."""
+    import numpy as np
+
     entry = _TABLE.get(enum)
     if entry is None or entry[1] is None:
         return None
@@ -74,7 +87,13 @@ def numpy_dtype(enum: int, big_endian: bool = False) -> Optional[np.dtype]:
 
 
 def itemsize(enum: int) -> Optional[int]:
-    dt = numpy_dtype(enum)
-    if dt is None or dt == np.dtype(object):
+    """Bytes per element on disk; ``None`` for strings and unsupported dtypes."""
+    entry = _TABLE.get(enum)
+    if entry is None or entry[1] is None or entry[1] == "string":
         return None
-    return dt.itemsize
+    spec = entry[1]
+    if spec.startswith("float8"):
+        return 1
+    if spec == "bfloat16":
+        return 2
+    return int(spec[2:])

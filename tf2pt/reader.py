@@ -35,14 +35,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-import numpy as np
-
 from . import dtypes
 from ._crc import crc32c, mask
 from ._proto import ProtoError, as_bytes, as_int, as_int64, iter_fields, read_varint, tensor_shape
 from ._sstable import TableError, read_table
 from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
 from .roles import classify
+
+
+class _Numpy:
+    """numpy, imported on first use: listing a checkpoint (``tf2pt inspect``) does not need it,
+    and importing it is most of the listing's time."""
+
+    def __getattr__(self, name):
+        import numpy
+
+        return getattr(numpy, name)
+
+
+np = _Numpy()
 
 HEADER_KEY = b""
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -95,8 +106,15 @@ class _Entry:
 class Checkpoint:
     """Base class of every checkpoint source; all share this interface.
 
-    ``variables`` (name -> :class:`VariableInfo`, sorted by name), ``read(name)``,
-    ``iter_chunks(name)``, ``files``, ``notes``, ``close()``; usable as a context manager.
+    * ``path``: what the user gave; ``prefix``: the resolved bundle prefix (or the file read);
+    * ``kind``: ``"bundle"``, ``"savedmodel"``, ``"graphdef"``, ...;
+    * ``files``: the :class:`~pathlib.Path` of every file the source reads (for hashing, provenance);
+    * ``notes``: one-line remarks for the user (e.g. the state-file fallback);
+    * ``variables``: name -> :class:`VariableInfo`, sorted by name, built without reading data;
+    * ``read(name, verify=True)``, ``iter_chunks(name, chunk_bytes)``, ``close()``; a context manager.
+
+    A new source implements ``__init__`` (fill the attributes above) and ``read``; the generic
+    ``iter_chunks`` slices what ``read`` returns.
     """
 
     kind = "base"
@@ -104,7 +122,7 @@ class Checkpoint:
     def __init__(self, path):
         self.path = os.fspath(path)
         self.prefix: Optional[str] = None
-        self.files: List[str] = []
+        self.files: List[Path] = []
         self.notes: List[str] = []
         self.variables: Dict[str, VariableInfo] = {}
 
@@ -229,7 +247,11 @@ def _read_escaped(key: bytes, pos: int) -> Tuple[bytes, int]:
 
 
 def _read_signed_num_increasing(key: bytes, pos: int) -> Tuple[int, int]:
-    window = int.from_bytes(key[pos:pos + 2].ljust(2, key[pos:pos + 1]), "big")
+    if pos >= len(key):
+        raise ValueError("missing signed number")
+    first = key[pos]
+    # the first two bytes; past the end, bits opposite to the sign bit (they end the length count)
+    window = first << 8 | (key[pos + 1] if pos + 1 < len(key) else (0x00 if first & 0x80 else 0xFF))
     negative = not window & 0x8000
     if negative:
         window ^= 0xFFFF
@@ -559,17 +581,16 @@ class BundleCheckpoint(Checkpoint):
             raise self._corrupt(
                 f"variable {label} claims bytes [{entry.offset}, {entry.offset + entry.size}) of a "
                 f"{self._sizes[entry.shard]}-byte data file (truncated?)", path=self._data_path(entry.shard))
-        np_dtype = dtypes.numpy_dtype(entry.dtype)
         n = _prod(entry.shape)
-        if np_dtype is None:
+        if not dtypes.is_supported(entry.dtype):
             return  # unsupported dtype: listed, refused on read
-        if np_dtype == object:
+        if dtypes.is_string(entry.dtype):
             if entry.size < 4 + n:  # at least one length byte per element and the length CRC
                 raise self._corrupt(f"string variable {label} has {n} elements but only {entry.size} bytes")
-        elif n * np_dtype.itemsize != entry.size:
+        elif n * dtypes.itemsize(entry.dtype) != entry.size:
             raise self._corrupt(
                 f"variable {label}: shape {list(entry.shape)} x {dtypes.name(entry.dtype)} is "
-                f"{n * np_dtype.itemsize} bytes, but the index says {entry.size}")
+                f"{n * dtypes.itemsize(entry.dtype)} bytes, but the index says {entry.size}")
 
     def _check_entries(self) -> None:
         for name, entry in self._entries.items():
@@ -624,8 +645,9 @@ class BundleCheckpoint(Checkpoint):
         if og is not None and (og.dtype != 7 or og.shape != () or og.slices):
             self.notes.append(f"{OBJECT_GRAPH_KEY} is not a scalar string; readable names are not available")
         elif og is not None:
-            try:
-                graph = decode(bytes(self.read(OBJECT_GRAPH_KEY)[()]))
+            try:  # read without numpy: the listing does not need it
+                (data,) = self._string_list(repr(OBJECT_GRAPH_KEY), og, self._bytes(og), 1)
+                graph = decode(data)
             except ProtoError as exc:
                 raise self._corrupt(f"the object graph ({OBJECT_GRAPH_KEY}) is malformed ({exc})") from None
         out: Dict[str, VariableInfo] = {}
@@ -689,9 +711,14 @@ class BundleCheckpoint(Checkpoint):
         return array
 
     def _strings(self, label: str, entry: _Entry, data, n: int) -> np.ndarray:
+        out = np.empty(n, dtype=object)
+        out[:] = self._string_list(label, entry, data, n)
+        return out.reshape(entry.shape)
+
+    def _string_list(self, label: str, entry: _Entry, data, n: int) -> List[bytes]:
         """Varint64 lengths, a fixed32 masked CRC32C, then the bytes. For backward compatibility
-        TF checksums each length as a little-endian uint32 (uint64 above 2**32 - 1), not as its
-        varint; the entry's CRC continues over the length checksum and the string bytes."""
+        TF checksums each length as a uint32 (uint64 above 2**32 - 1) in the writer's byte order,
+        not as its varint; the entry's CRC continues over the length checksum and the string bytes."""
         buf = bytes(data)
         order = "big" if self.big_endian else "little"  # the writer's byte order, for the checksums
         pos, lengths = 0, []
@@ -716,11 +743,11 @@ class BundleCheckpoint(Checkpoint):
         pos += 4
         if pos + sum(lengths) != len(buf):
             raise self._corrupt(f"string variable {label}: lengths do not add up to its {len(buf)} bytes")
-        out = np.empty(n, dtype=object)
-        for i, length in enumerate(lengths):
-            out[i] = buf[pos:pos + length]
+        out = []
+        for length in lengths:
+            out.append(buf[pos:pos + length])
             pos += length
-        return out.reshape(entry.shape)
+        return out
 
     def read(self, name: str, verify: bool = True) -> np.ndarray:
         """The tensor ``name`` as a numpy array: a read-only view of the memory-mapped file when
