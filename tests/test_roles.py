@@ -21,6 +21,12 @@ CASES = [
     ("dense/kernel/Momentum", "training"),
     ("dense/kernel/RMSProp_1", "training"),
     ("dense/kernel/Ftrl", "training"),
+    ("dense/kernel/Ftrl_1", "training"),
+    ("dense/kernel/Adagrad", "training"),
+    ("dense/kernel/AdagradDA_1", "training"),
+    ("dense/kernel/Momentum_1", "training"),  # a second Momentum optimizer on the same variable
+    ("beta1_power_1", "training"),
+    ("train/beta2_power", "training"),
     # TF2 object-based
     ("model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE", "inference"),
     ("model/layer_with_weights-0/kernel/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE", "training"),
@@ -29,17 +35,34 @@ CASES = [
     ("optimizer/_trainable_variables/0/.ATTRIBUTES/VARIABLE_VALUE", "inference"),
     ("save_counter/.ATTRIBUTES/VARIABLE_VALUE", "training"),
     ("keras_api/metrics/0/total/.ATTRIBUTES/VARIABLE_VALUE", "training"),
+    ("model/keras_api/metrics/1/count/.ATTRIBUTES/VARIABLE_VALUE", "training"),
+    ("optimizer/beta_1/.ATTRIBUTES/VARIABLE_VALUE", "training"),   # tf-keras 2
+    ("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE", "training"),  # Keras 3
+    ("opt/iter/.ATTRIBUTES/VARIABLE_VALUE", "training"),  # tf.train.Checkpoint(opt=optimizer)
+    ("model/layer_with_weights-0/bias/.OPTIMIZER_SLOT/optimizer/v/.ATTRIBUTES/VARIABLE_VALUE", "training"),
+    ("model/bn/moving_mean/.ATTRIBUTES/VARIABLE_VALUE", "inference"),
     ("_CHECKPOINTABLE_OBJECT_GRAPH", "training"),
     # names that merely look alike stay inference
     ("adam_block/conv/w", "inference"),
     ("model/biased_layer/w", "inference"),
     ("global_step_embedding/w", "inference"),
+    ("encoder/Adam_layer/w", "inference"),
+    ("beta1_power_scale", "inference"),
+    ("model/moving_average/w", "inference"),
 ]
 
 
 @pytest.mark.parametrize("name,role", CASES)
 def test_role_rules(name, role):
     assert classify(name)[0] == role
+
+
+def test_every_rule_is_exercised_by_the_table():
+    from tf2pt.roles import RULES
+
+    reasons = {classify(name)[1] for name, role in CASES if role == "training"}
+    for pattern, reason in RULES:
+        assert any(r == reason or ("{" in reason and r.startswith(reason.split("{")[0])) for r in reasons), pattern
 
 
 def test_reasons_name_the_rule():

@@ -18,9 +18,10 @@ TRAINING = "training"
 #: pattern's groups.
 RULES: List[Tuple[str, str]] = [
     # TF1 optimizer slots: <var>/<Optimizer>[_N]
-    (r"/(Adam|Adam_\d+|AdamW|AdamW_\d+|Nadam|Adamax|Momentum|RMSProp|RMSProp_\d+|Adagrad|AdagradDA|Adadelta|Adadelta_\d+|Ftrl|Ftrl_\d+|LAMB|LazyAdam)$",
-     "optimizer slot ({1})"),
-    (r"(^|/)(beta1_power|beta2_power)$", "optimizer {2}"),
+    # (the slot is named after the optimizer's `name`; a custom name is not recognisable by name)
+    (r"/((?:Adam|AdamW|Nadam|Adamax|Momentum|RMSProp|Adagrad|AdagradDA|ProximalAdagrad|Adadelta|Ftrl|LAMB|LazyAdam)"
+     r"(?:_\d+)?)$", "optimizer slot ({1})"),
+    (r"(^|/)(beta1_power|beta2_power)(_\d+)?$", "optimizer {2}"),
     # TF2 object-based checkpoints
     (r"/\.OPTIMIZER_SLOT/", "optimizer slot (.OPTIMIZER_SLOT)"),
     (r"^optimizer/(?!_trainable_variables/)", "optimizer variable"),  # Keras 3 lists model variables there too
