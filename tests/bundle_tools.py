@@ -138,3 +138,57 @@ def flip_byte(path, offset: int) -> None:
 def truncate(path, size: int) -> None:
     with open(path, "r+b") as fh:
         fh.truncate(size)
+
+
+def f_extent(start: int, length: Optional[int]) -> bytes:
+    out = f_varint(1, start) if start else b""
+    return out + (f_varint(2, length) if length is not None else b"")
+
+
+def slices_proto(slices: Sequence[Sequence[Tuple[int, Optional[int]]]]) -> bytes:
+    """``BundleEntryProto.slices`` (field 7): one ``TensorSliceProto`` of extents per slice."""
+    return b"".join(f_bytes(7, b"".join(f_bytes(1, f_extent(s, l)) for s, l in extents)) for extents in slices)
+
+
+def to_big_endian(prefix: str, dest_prefix: str) -> str:
+    """Re-write a one-shard little-endian bundle as the big-endian machine TF supports would have
+    written it: header ``endianness: BIG``, numeric data byte-swapped per element, string length
+    checksums taken over big-endian integers, every CRC32C recomputed over the new bytes."""
+    import numpy as np
+
+    from tf2pt import dtypes
+    from tf2pt._proto import read_varint
+    from tf2pt._sstable import read_table
+    from tf2pt.reader import _parse_entry
+
+    items = read_table(Path(prefix + ".index").read_bytes())
+    data = Path(prefix + ".data-00000-of-00001").read_bytes()
+    out = bytearray()
+    new_items = [(b"", f_varint(1, 1) + f_varint(2, 1) + f_bytes(3, f_varint(1, 1)))]
+    for key, value in items[1:]:
+        e = _parse_entry(value)
+        assert not e.slices and e.shard == 0, "whole tensors in one shard only"
+        raw = data[e.offset:e.offset + e.size]
+        dt = dtypes.numpy_dtype(e.dtype)
+        if dt == np.dtype(object):
+            n, pos, lens = int(np.prod(e.shape, dtype=np.int64)), 0, []
+            for _ in range(n):
+                length, pos = read_varint(raw, pos, len(raw))
+                lens.append(length)
+            crc = 0
+            for length in lens:
+                crc = crc32c(length.to_bytes(4 if length < 2**32 else 8, "big"), crc)
+            check = mask(crc).to_bytes(4, "big")
+            new = raw[:pos] + check + raw[pos + 4:]
+            entry_crc = mask(crc32c(new[pos:], crc))
+        else:
+            arr = np.frombuffer(raw, dtype=dt)
+            if dt.kind == "c":  # swap the real and imaginary parts each
+                arr = arr.view(np.dtype(f"f{dt.itemsize // 2}"))
+            new = arr.byteswap().tobytes() if arr.dtype.itemsize > 1 else raw
+            entry_crc = mask(crc32c(new))
+        new_items.append((key, entry_proto(e.dtype, e.shape, offset=len(out), size=len(new), crc=entry_crc)))
+        out += new
+    write_table(dest_prefix + ".index", new_items)
+    Path(dest_prefix + ".data-00000-of-00001").write_bytes(bytes(out))
+    return dest_prefix

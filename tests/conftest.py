@@ -50,6 +50,8 @@ FIXTURES = {
     "savedmodel": _fx("write_savedmodel"),
     "sharded": _fx("write_sharded"),
     "partitioned": _fx("write_partitioned"),
+    "sliced_savev2": _fx("write_sliced_savev2"),
+    "many_1000": _fx("write_many"),
     "frozen_graph": _fx("write_frozen_graph"),
 }
 
@@ -63,8 +65,13 @@ def tf():
 
 
 class _Checkpoints:
-    def __init__(self, base: Path):
+    """Builds each fixture once per test run. Under pytest-xdist the workers share one directory
+    (an ``fcntl`` lock per fixture): the first worker to need a checkpoint writes it, the others
+    wait for it and reuse it. Tests must treat these files as read-only (copy them to damage them)."""
+
+    def __init__(self, base: Path, shared: bool):
         self.base = base
+        self.shared = shared
         self.cache = {}
 
     def __call__(self, name: str) -> str:
@@ -72,14 +79,32 @@ class _Checkpoints:
             pytest.importorskip("tensorflow", reason="TensorFlow writes the test checkpoints")
             d = self.base / name
             d.mkdir(parents=True, exist_ok=True)
-            self.cache[name] = str(FIXTURES[name](str(d)))
+            self.cache[name] = self._build_shared(name, d) if self.shared else str(FIXTURES[name](str(d)))
         return self.cache[name]
+
+    @staticmethod
+    def _build_shared(name: str, d: Path) -> str:
+        import fcntl
+
+        done = d / ".built"
+        with open(d / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not done.exists():
+                (d / "files").mkdir(exist_ok=True)
+                done.write_text(str(FIXTURES[name](str(d / "files"))))
+            return done.read_text()
 
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory):
     """``checkpoints(name)`` -> path of a TF-written checkpoint from ``FIXTURES`` (built once)."""
-    return _Checkpoints(tmp_path_factory.mktemp("tf_checkpoints"))
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # no POSIX locks: each worker builds its own
+        return _Checkpoints(tmp_path_factory.mktemp("tf_checkpoints"), shared=False)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _Checkpoints(tmp_path_factory.mktemp("tf_checkpoints"), shared=False)
+    return _Checkpoints(tmp_path_factory.getbasetemp().parent / "tf_checkpoints_shared", shared=True)
 
 
 @pytest.fixture(scope="session")

@@ -136,3 +136,53 @@ def test_python_api_returns_a_dataframe(example):
     assert len(df) == 105 and {"name", "shape", "dtype", "params", "bytes", "role"} <= set(df.columns)
     assert len(tf2pt.inspect(example, all=True)) == 381
     assert df.loc[df.name == "HighRes3DNet/conv_0_bn_relu/conv_/w", "params"].item() == 432
+
+
+def test_inspect_1000_variables_under_0_3_s(checkpoints, run_cli):
+    """The listing of a 1,000-variable checkpoint, a whole `tf2pt inspect` process, best of 5."""
+    path = checkpoints("many_1000")
+    walls = []
+    for _ in range(5):
+        start = time.perf_counter()
+        r = run_cli("inspect", path)
+        walls.append(time.perf_counter() - start)
+        assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].split()[:2] == ["name", "readable_name"] and len(lines) == 2 + 1000 + 1
+    assert lines[-1].startswith("1000 variables,") and lines[-1].endswith("; 1 training-only variable hidden (use --all)")  # the object graph
+    assert min(walls) < 0.3, f"tf2pt inspect took {min(walls):.3f} s at best ({', '.join(f'{w:.3f}' for w in walls)})"
+
+
+def test_backend_tf_gives_the_same_listing(checkpoints):
+    pytest.importorskip("tensorflow")
+    for name in ("tf2_keras", "partitioned"):
+        native = json.loads(invoke("inspect", checkpoints(name), "--all", "--format", "json").output)
+        via_tf = json.loads(invoke("inspect", checkpoints(name), "--all", "--format", "json", "--backend", "tf").output)
+        strip = lambda doc: [{k: v for k, v in row.items() if k not in ("bytes", "partitions")} for row in doc["variables"]]
+        assert strip(native) == strip(via_tf) and native["hidden"] == via_tf["hidden"] == 0
+
+
+def test_notes_reach_the_table_and_json(example, tmp_path):
+    prefix = copy_bundle(open_checkpoint(example).prefix, tmp_path / "moved")
+    (tmp_path / "moved" / "checkpoint").write_text('model_checkpoint_path: "/data/run7/model.ckpt-33000"\n')
+    table = invoke("inspect", tmp_path / "moved").output.strip().splitlines()
+    assert table[-1].startswith("note: the 'checkpoint' file names '/data/run7/model.ckpt-33000'")
+    doc = json.loads(invoke("inspect", tmp_path / "moved", "--format", "json").output)
+    assert doc["prefix"] == prefix and len(doc["notes"]) == 1
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_listing_does_not_even_import_numpy(checkpoints, fmt):
+    """Importing numpy is about half of a listing's time; the index, the object graph and the
+    table are decoded without it (reading tensor data, --stats or dump import it)."""
+    code = (
+        "import sys\n"
+        "from tf2pt.cli import main\n"
+        "try:\n"
+        f"    main(['inspect', {checkpoints('many_1000')!r}, '--format', {fmt!r}])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stderr.write(repr(sorted(m for m in ('numpy', 'ml_dtypes', 'torch', 'pandas', 'tensorflow') if m in sys.modules)))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr.strip() == "[]", r.stderr

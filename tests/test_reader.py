@@ -10,11 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import EXAMPLE, FIXTURES
-from bundle_tools import copy_bundle, entry_proto, flip_byte, truncate, write_bundle
+from bundle_tools import (copy_bundle, entry_proto, f_bytes, f_varint, flip_byte, header_proto, slices_proto,
+                          to_big_endian, truncate, write_bundle, write_table)
 from tf2pt.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
-from tf2pt.reader import open_checkpoint, slice_key
+from tf2pt.reader import open_checkpoint, parse_slice_key, slice_key
 
 
 def _tf_view(tf, ckpt):
@@ -121,9 +124,37 @@ def test_slice_key_encoding_matches_tensorflow(checkpoints):
     assert slice_key("embedding", [(0, 4), (0, 4)]) in keys
     assert slice_key("embedding", [(7, 3), (0, 4)]) in keys
     assert slice_key("bias", [(4, 3)]) in keys
-    # large and negative numbers take the multi-byte branches of the signed encoding
-    assert slice_key("x", [(-1, None)]).endswith(b"\x7f\x7f")
-    assert len(slice_key("x", [(1 << 40, 5)])) > len(slice_key("x", [(5, 5)]))
+    # full extents ("-" in a slice spec: no length in the proto) are start 0, length -1; starts
+    # of 64 and more take the multi-byte branch of the signed encoding (TF's own SaveV2 wrote these)
+    prefix = open_checkpoint(checkpoints("sliced_savev2")).prefix
+    keys = {k for k, _ in read_table(Path(prefix + ".index").read_bytes())}
+    assert slice_key("emb", [(70, 100), (0, None)]) in keys
+    assert slice_key("emb", [(70, 100), (0, None)]).endswith(b"\xc0\x46\xc0\x64\x80\x7f")
+    assert slice_key("grid", [(0, 65), (4, 5)]) in keys
+    assert sum(k[:1] == b"\x00" for k in keys) == 8
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(max_size=12), extents=st.lists(st.tuples(st.integers(-2**63, 2**63 - 1),
+                                                            st.one_of(st.none(), st.integers(-2**63, 2**63 - 1))),
+                                                  min_size=1, max_size=4))
+def test_slice_keys_round_trip(name, extents):
+    want = [(s, None if length == -1 else length) for s, length in extents]
+    assert parse_slice_key(slice_key(name, extents)) == (name, want)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40))
+def test_parse_slice_key_never_raises(data):
+    parsed = parse_slice_key(b"\x00" + data)
+    assert parsed is None or slice_key(*parsed) == b"\x00" + data
+
+
+@pytest.mark.parametrize("value,encoded", [(0, b"\x80"), (-1, b"\x7f"), (63, b"\xbf"), (-64, b"\x40"), (64, b"\xc0\x40"),
+                                           (-65, b"\x3f\xbf"), (0x424242, b"\xf0\x42\x42\x42"), (-0x800, b"\x38\x00")])
+def test_signed_ordered_code_examples(value, encoded):
+    """The worked examples of tensorflow/core/lib/strings/ordered_code.cc, and the range edges."""
+    assert slice_key("", [(value, 1)])[5:-1] == encoded  # after 0, "" and the rank; before the length 1
 
 
 def test_reads_are_lazy_memory_mapped_views(example):
@@ -278,3 +309,200 @@ def test_reading_imports_no_tensorflow_torch_or_pandas(example):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().replace("'", '"')) == []
+
+
+# -- byte order, versions, partition tiling, forged entries -----------------------------------
+
+
+def _same_values(a, b) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype == object:
+        return all(x == y for x, y in zip(a.ravel(), b.ravel()))
+    return np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+
+
+def test_big_endian_bundle_reads_like_tensorflow(checkpoints, tf, tmp_path):
+    """A bundle as a big-endian machine writes it (header BIG, numbers and string length
+    checksums big-endian) reads back native-endian, equal to the original, and TF agrees."""
+    little = open_checkpoint(checkpoints("all_dtypes")).prefix
+    big = to_big_endian(little, str(tmp_path / "big"))
+    tf_big = tf.train.load_checkpoint(big)
+    with open_checkpoint(little) as le, open_checkpoint(big) as be:
+        assert be.big_endian and not le.big_endian and set(be.variables) == set(le.variables)
+        for name in le.variables:
+            got = be.read(name)
+            assert got.dtype.isnative and _same_values(le.read(name), got), name
+            assert _same_values(np.asarray(tf_big.get_tensor(name), dtype=got.dtype), got), name
+            if got.dtype != object:
+                assert b"".join(bytes(c) for c in be.iter_chunks(name, chunk_bytes=5)) == got.tobytes(), name
+        # one flipped byte in the big-endian data still fails its CRC32C
+    data = big + ".data-00000-of-00001"
+    with open_checkpoint(big) as be:
+        e = be._entries["float64/kernel/.ATTRIBUTES/VARIABLE_VALUE"]
+    flip_byte(data, e.offset + 9)
+    with open_checkpoint(big) as be, pytest.raises(CorruptCheckpointError, match="float64/kernel.*CRC32C"):
+        be.read("float64/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+
+
+def _header(num_shards=1, endianness=0, producer=1, min_consumer=0, bad=()):
+    version = f_varint(1, producer) + (f_varint(2, min_consumer) if min_consumer else b"")
+    version += b"".join(f_varint(3, b) for b in bad)
+    return (f_varint(1, num_shards) if num_shards else b"") + (f_varint(2, endianness) if endianness else b"") + f_bytes(3, version)
+
+
+@pytest.mark.parametrize("header,error,match", [
+    (_header(min_consumer=2), UnsupportedError, r"min_consumer 2\) is not readable"),
+    (_header(bad=(1,)), UnsupportedError, "is not readable by a version-1 reader"),
+    (_header(producer=-1), UnsupportedError, "producer -1"),
+    (_header(endianness=2), CorruptCheckpointError, "unknown byte order"),
+    (_header(num_shards=0), CorruptCheckpointError, "header claims 0 shards"),
+    (f_bytes(1, b"x"), CorruptCheckpointError, "malformed bundle header"),
+])
+def test_bundle_header_checks(tmp_path, header, error, match):
+    prefix = str(tmp_path / "h")
+    write_table(prefix + ".index", [(b"", header), (b"w", entry_proto(1, [1], size=4, crc=0))])
+    Path(prefix + ".data-00000-of-00001").write_bytes(b"\0" * 4)
+    with pytest.raises(error, match=match):
+        open_checkpoint(prefix)
+
+
+def test_an_absent_crc_field_is_zero_not_unchecked(tmp_path, tf):
+    """proto3 drops a crc32c of 0 from the entry; TF then checks the data against 0, and so do we."""
+    prefix = write_bundle(tmp_path / "nocrc", [(b"w", 1, [2], np.float32([1, 2]).tobytes())],
+                          entry_overrides={b"w": {"crc": None}})
+    with open_checkpoint(prefix) as ckpt, pytest.raises(CorruptCheckpointError, match="CRC32C"):
+        ckpt.read("w")
+    with pytest.raises((tf.errors.OpError, RuntimeError), match="Checksum does not match: stored 2324967102"):
+        tf.train.load_checkpoint(prefix).get_tensor("w")  # 2324967102 is the unmasked 0
+
+
+def _partitioned(prefix, shape, slices, extra=()):
+    """A bundle with one partitioned float32 variable ``p`` of ``shape``: ``slices`` is a list
+    of ``(extents, listed, stored)`` (listed in the full entry / stored under its own key)."""
+    from tf2pt._crc import crc32c, mask
+
+    items, data = [], bytearray()
+    for extents, _, stored in slices:
+        if stored:
+            dims = [d if length is None else length for (s, length), d in zip(extents, shape)]
+            raw = np.arange(int(np.prod(dims)), dtype=np.float32).tobytes()
+            items.append((slice_key("p", extents), entry_proto(1, dims, offset=len(data), size=len(raw),
+                                                               crc=mask(crc32c(raw)))))
+            data += raw
+    full = entry_proto(1, shape) + slices_proto([x for x, listed, _ in slices if listed])
+    items = sorted(items + [(b"p", full)] + list(extra))
+    write_table(prefix + ".index", [(b"", header_proto())] + items)
+    Path(prefix + ".data-00000-of-00001").write_bytes(bytes(data))
+    return prefix
+
+
+@pytest.mark.parametrize("shape,slices,match", [
+    ([4], [([(0, 2)], True, True)], "its slices cover 2 of 4 elements"),
+    ([1 << 40], [([(0, 2)], True, True)], r"cover 2 of 1099511627776 elements"),  # never allocated
+    ([4, 2], [([(0, 2), (0, None)], True, True), ([(1, 2), (0, None)], True, True)], "overlapping slices"),
+    ([4], [([(0, 2)], True, True), ([(2, 2)], True, False)], "is missing a slice"),
+    ([4], [([(0, 2)], True, True), ([(2, 3)], True, True)], "slice outside its shape"),
+    ([4, 2], [([(0, 4), (1, None)], True, True)], "slice outside its shape"),  # a full extent starts at 0
+])
+def test_partitioned_slices_must_tile_the_shape(tmp_path, shape, slices, match):
+    prefix = _partitioned(str(tmp_path / "p"), shape, slices)
+    with pytest.raises(CorruptCheckpointError, match=match):
+        open_checkpoint(prefix)
+
+
+def test_orphan_slices_are_hidden_with_a_note(tmp_path):
+    prefix = _partitioned(str(tmp_path / "o"), [4], [([(0, 2)], True, True), ([(2, 2)], True, True),
+                                                     ([(0, 4)], False, True)])
+    with open_checkpoint(prefix) as ckpt:
+        assert list(ckpt.variables) == ["p"] and ckpt.variables["p"].partitioned == 2
+        assert ckpt.read("p").tolist() == [0, 1, 0, 1]
+        assert ckpt.notes == ["1 partitioned-variable slice entry belong to no listed variable and were ignored"]
+
+
+@pytest.mark.parametrize("entry", [
+    f_bytes(1, b"\x01"),                                 # dtype length-delimited
+    f_varint(1, 1) + f_varint(2, 3),                      # shape as a number
+    f_varint(1, 1) + f_bytes(2, f_bytes(2, f_bytes(1, b"x"))),  # a dimension size as bytes
+    f_varint(1, 1) + f_bytes(4, b"\x00"),                 # offset as bytes
+    f_varint(1, 1) + f_bytes(6, b"\x00\x00\x00\x00"),     # crc32c as bytes
+    f_varint(1, 1) + f_bytes(7, f_bytes(1, f_bytes(1, b"x"))),  # an extent start as bytes
+    f_varint(1, 1) + f_varint(7, 1),                      # slices as a number
+    f_varint(1, 1) + b"\x0b",                             # a group (wire type 3)
+    f_varint(1, 1) + b"\x28",                             # truncated varint
+])
+def test_malformed_entries_are_corrupt_checkpoints(tmp_path, entry):
+    prefix = str(tmp_path / "m")
+    write_table(prefix + ".index", [(b"", header_proto()), (b"w", entry)])
+    Path(prefix + ".data-00000-of-00001").write_bytes(b"")
+    with pytest.raises(CorruptCheckpointError, match=r"malformed index entry for b'w'"):
+        open_checkpoint(prefix)
+
+
+def test_object_graph_fields_of_the_wrong_wire_type_are_proto_errors():
+    from tf2pt._proto import ProtoError
+    from tf2pt.objgraph import decode
+
+    for ref in (f_bytes(1, b"12"), f_varint(2, 5)):  # node_id as bytes, local_name as a number
+        with pytest.raises(ProtoError):
+            decode(f_bytes(1, f_bytes(1, ref)))
+
+
+def test_state_file_paths_are_unescaped_as_utf8(example, tmp_path):
+    """TF writes the state file as a text proto: non-ASCII paths raw or octal-escaped, quotes
+    backslash-escaped."""
+    src = open_checkpoint(example).prefix
+    d = tmp_path / "run"
+    d.mkdir()
+    for f in Path(src).parent.glob(Path(src).name + ".*"):
+        (d / f.name.replace("model.ckpt-33000", 'mödel "best"')).write_bytes(f.read_bytes())
+    for text in ('model_checkpoint_path: "m\\303\\266del \\"best\\""\n',
+                 'model_checkpoint_path: "mödel \\"best\\""\n',
+                 "model_checkpoint_path: 'm\\xc3\\xb6del \"best\"'\n"):
+        (d / "checkpoint").write_text(text, encoding="utf-8")
+        with open_checkpoint(d) as ckpt:
+            assert ckpt.prefix == str(d / 'mödel "best"') and ckpt.notes == [], text
+
+
+def test_files_partitions_and_chunks(checkpoints):
+    with open_checkpoint(checkpoints("sliced_savev2")) as ckpt:
+        assert all(isinstance(f, Path) and f.exists() for f in ckpt.files)
+        assert {n: i.partitioned for n, i in ckpt.variables.items()} == {"emb": 3, "grid": 3, "mask": 2, "whole": 0}
+    with open_checkpoint(checkpoints("all_dtypes")) as ckpt:
+        for name, info in ckpt.variables.items():
+            if info.dtype == "string":
+                with pytest.raises(UnsupportedError, match="string tensor"):
+                    list(ckpt.iter_chunks(name))
+                continue
+            for size in (1, 7, 64, 1 << 20):
+                chunks = list(ckpt.iter_chunks(name, chunk_bytes=size))
+                assert b"".join(bytes(c) for c in chunks) == ckpt.read(name).tobytes(), (name, size)
+                assert all(0 < len(c) <= size for c in chunks)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(FIXTURES) if n != "frozen_graph"])
+def test_backend_tf_lists_what_native_lists(name, checkpoints, tf):
+    """Both backends agree on names, shapes, dtypes, roles, readable names and values."""
+    with open_checkpoint(checkpoints(name)) as native, open_checkpoint(checkpoints(name), backend="tf") as via_tf:
+        assert list(native.variables) == list(via_tf.variables)
+        for var, a in native.variables.items():
+            b = via_tf.variables[var]
+            assert (a.shape, a.dtype, a.role, a.role_reason, a.readable_name, a.slot_of, a.slot_name) == \
+                   (b.shape, b.dtype, b.role, b.role_reason, b.readable_name, b.slot_of, b.slot_name), var
+            assert a.dtype == "string" or a.nbytes == b.nbytes, var
+            assert _same_values(native.read(var), np.asarray(via_tf.read(var), dtype=native.read(var).dtype)), var
+        assert [p.name for p in native.files] == [p.name for p in via_tf.files]
+
+
+def test_backend_tf_errors_are_typed(example, tmp_path):
+    pytest.importorskip("tensorflow")
+    prefix = copy_bundle(open_checkpoint(example).prefix, tmp_path / "f")
+    name = "HighRes3DNet/conv_2_bn/conv_/w"
+    with open_checkpoint(prefix) as ckpt:
+        offset = ckpt._entries[name].offset
+    flip_byte(prefix + ".data-00000-of-00001", offset + 3)
+    with open_checkpoint(prefix, backend="tf") as ckpt:
+        with pytest.raises(CorruptCheckpointError, match="TensorFlow reports variable 'HighRes3DNet/conv_2_bn/conv_/w' corrupt"):
+            ckpt.read(name)
+        with pytest.raises(CheckpointNotFoundError, match="no variable named 'nope'"):
+            ckpt.read("nope")

@@ -197,6 +197,33 @@ def write_partitioned(out_dir, seed: int = 5) -> str:
             return saver.save(sess, os.path.join(out_dir, "partitioned.ckpt"), write_meta_graph=False)
 
 
+def write_sliced_savev2(out_dir, seed: int = 10) -> str:
+    """Partitioned variables written slice by slice through TF's own ``SaveV2`` op, with slice
+    specs ``Saver`` never produces: full extents (``-``, stored as start 0, length -1), starts
+    of 64 and more (multi-byte OrderedCode numbers), a tiling along two axes, several dtypes."""
+    tf = _tf()
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((200, 3)).astype(np.float32)
+    grid = rng.integers(-2**40, 2**40, (70, 9), dtype=np.int64)
+    mask = rng.integers(0, 2, (130, 2)).astype(bool)
+    f64 = rng.standard_normal((5,))
+    specs = [
+        ("emb", "200 3 0,70:-", emb[:70]),
+        ("emb", "200 3 70,100:-", emb[70:170]),
+        ("emb", "200 3 170,30:0,3", emb[170:]),
+        ("grid", "70 9 0,65:0,4", grid[:65, :4]),
+        ("grid", "70 9 0,65:4,5", grid[:65, 4:]),
+        ("grid", "70 9 65,5:-", grid[65:]),
+        ("mask", "130 2 0,129:-", mask[:129]),
+        ("mask", "130 2 129,1:-", mask[129:]),
+        ("whole", "", f64),
+    ]
+    prefix = os.path.join(out_dir, "sliced")
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=[s[0] for s in specs], shape_and_slices=[s[1] for s in specs],
+                      tensors=[tf.constant(s[2]) for s in specs])
+    return prefix
+
+
 def write_frozen_graph(out_dir, seed: int = 9) -> str:
     """A frozen GraphDef (``convert_variables_to_constants``) with constants of many dtypes:
     packed tensor_content, typed-value lists, splats, half, bool, strings, negative ints."""
