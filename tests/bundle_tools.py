@@ -77,26 +77,41 @@ def _block(entries: Iterable[Tuple[bytes, bytes]]) -> bytes:
     return bytes(body)
 
 
-def _with_trailer(block: bytes) -> bytes:
-    return block + b"\x00" + mask(crc32c(block + b"\x00")).to_bytes(4, "little")
+def snappy_literals(data: bytes) -> bytes:
+    """``data`` as a valid Snappy stream of literals only (no compression, but any Snappy
+    decoder must accept it): the varint length, then <= 60-byte literal runs."""
+    out = bytearray(varint(len(data)))
+    for i in range(0, len(data), 60):
+        run = data[i:i + 60]
+        out.append((len(run) - 1) << 2)
+        out += run
+    return bytes(out)
 
 
-def write_table(path, items: List[Tuple[bytes, bytes]], per_block: int = 16) -> None:
-    """An SSTable with ``items`` (sorted by the caller; order is not checked here)."""
+def _with_trailer(block: bytes, compress: bool = False) -> bytes:
+    kind = b"\x01" if compress else b"\x00"
+    if compress:
+        block = snappy_literals(block)
+    return block + kind + mask(crc32c(block + kind)).to_bytes(4, "little")
+
+
+def write_table(path, items: List[Tuple[bytes, bytes]], per_block: int = 16, compress: bool = False) -> None:
+    """An SSTable with ``items`` (sorted by the caller; order is not checked here); ``compress``
+    stores every block as Snappy (type 1), as LevelDB does and TF bundles never do."""
     out = bytearray()
     index = []
+
+    def add(block: bytes) -> bytes:
+        stored = _with_trailer(block, compress)
+        handle = varint(len(out)) + varint(len(stored) - 5)
+        out.extend(stored)
+        return handle
+
     for i in range(0, len(items), per_block):
         chunk = items[i:i + per_block]
-        block = _block(chunk)
-        handle = varint(len(out)) + varint(len(block))
-        out += _with_trailer(block)
-        index.append((chunk[-1][0], handle))
-    meta = _block([])
-    meta_handle = varint(len(out)) + varint(len(meta))
-    out += _with_trailer(meta)
-    idx = _block(index)
-    idx_handle = varint(len(out)) + varint(len(idx))
-    out += _with_trailer(idx)
+        index.append((chunk[-1][0], add(_block(chunk))))
+    meta_handle = add(_block([]))
+    idx_handle = add(_block(index))
     footer = (meta_handle + idx_handle).ljust(40, b"\x00") + MAGIC.to_bytes(8, "little")
     out += footer
     Path(path).write_bytes(bytes(out))

@@ -506,3 +506,94 @@ def test_backend_tf_errors_are_typed(example, tmp_path):
             ckpt.read(name)
         with pytest.raises(CheckpointNotFoundError, match="no variable named 'nope'"):
             ckpt.read("nope")
+
+
+# -- the index table: Snappy blocks (LevelDB allows them; TF bundles are written uncompressed) -
+
+
+def test_snappy_compressed_index_reads_like_tensorflow(example, tmp_path, tf):
+    from tf2pt._sstable import read_table
+
+    src = open_checkpoint(example).prefix
+    prefix = copy_bundle(src, tmp_path / "snappy")
+    write_table(prefix + ".index", read_table(Path(src + ".index").read_bytes()), per_block=7, compress=True)
+    assert Path(prefix + ".index").read_bytes() != Path(src + ".index").read_bytes()
+    reader = tf.train.load_checkpoint(prefix)
+    with open_checkpoint(prefix) as ckpt:
+        assert len(ckpt.variables) == 381
+        for name in list(ckpt.variables)[::20]:
+            assert np.array_equal(reader.get_tensor(name), ckpt.read(name)), name
+
+
+@pytest.mark.parametrize("stream,want", [
+    (b"\x0d\x08abc\x22\x03\x00\x00X", b"abcabcabcabcX"),        # literal, overlapping 2-byte-offset copy
+    (b"\x08\x04ab\x09\x02", b"abababab"),                        # 1-byte-offset copy (length 4 + 2)
+    (b"\x06\x08xyz\x0b\x03\x00\x00\x00", b"xyzxyz"),            # 4-byte-offset copy
+    (b"\x64\xf0\x63" + bytes(range(100)), bytes(range(100))),    # a literal with a 1-byte length
+])
+def test_snappy_decoder(stream, want):
+    from tf2pt._sstable import _snappy_decompress
+
+    assert _snappy_decompress(stream) == want
+
+
+@pytest.mark.parametrize("stream,match", [
+    (b"\x04\x01\x00", "bad snappy copy offset"),       # copy before any output
+    (b"\x08\x04ab\x09\x03", "bad snappy copy offset"),  # offset past the output
+    (b"\x05\x08abc", "wrong size"),
+    (b"\x03\x08ab", "truncated snappy literal"),
+    (b"\xff\xff\xff\xff\x0f\x00a", "implausible size"),
+])
+def test_snappy_decoder_rejects_bad_streams(stream, match):
+    from tf2pt._sstable import TableError, _snappy_decompress
+
+    with pytest.raises(TableError, match=match):
+        _snappy_decompress(stream)
+
+
+def test_v1_checkpoints_are_refused_clearly(tf, tmp_path):
+    from tf2pt.testing.tf_fixtures import write_v1_format
+
+    path = write_v1_format(str(tmp_path))
+    for form in (path, tmp_path):  # the file, and its directory (whose state file names it)
+        with pytest.raises(UnsupportedError, match=r"model.ckpt: a TF V1 checkpoint \(single-file format\)"):
+            open_checkpoint(form)
+
+
+def _index_case(kind, example, tmp_path):
+    from tf2pt._sstable import read_table
+
+    src = open_checkpoint(example).prefix
+    prefix = copy_bundle(src, tmp_path / kind)
+    index = Path(prefix + ".index")
+    items = read_table(index.read_bytes())
+    if kind == "flipped index byte":
+        flip_byte(index, 100)
+    elif kind == "truncated index":
+        truncate(index, index.stat().st_size - 10)
+    elif kind == "index block past the end":
+        data = bytearray(index.read_bytes())
+        data[-48:-8] = (b"\x00\x00" + b"\xff\xff\x03\x10").ljust(40, b"\x00")  # index handle: offset 65535
+        index.write_bytes(bytes(data))
+    elif kind == "duplicate key":
+        write_table(index, items[:5] + [items[4]] + items[5:])
+    elif kind == "keys out of order":
+        write_table(index, items[:5] + [items[6], items[5]] + items[7:])
+    elif kind == "no header":
+        write_table(index, items[1:])
+    return prefix
+
+
+@pytest.mark.parametrize("kind,match", [
+    ("flipped index byte", r"block at offset \d+ fails its CRC32C check"),
+    ("truncated index", "bad table magic"),
+    ("index block past the end", r"index block \[65535, 65551\) runs past the end of the file"),
+    ("duplicate key", "duplicate key b'HighRes3DNet/"),
+    ("keys out of order", "keys out of order"),
+    ("no header", "index has no bundle header"),
+])
+def test_damaged_index(kind, match, example, tmp_path):
+    prefix = _index_case(kind, example, tmp_path)
+    with pytest.raises(CorruptCheckpointError, match=match) as e:
+        open_checkpoint(prefix)
+    assert str(e.value).startswith(prefix + ".index: ")

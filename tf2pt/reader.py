@@ -340,6 +340,23 @@ def _parse_state_file(path: str) -> Optional[str]:
     return _unescape_text_proto(m.group(2))
 
 
+def _refuse_v1(path: str) -> None:
+    """A V1 checkpoint is one file, itself a table (same magic as an index): say so clearly."""
+    try:
+        if os.path.isfile(path) and os.path.getsize(path) >= 48:
+            with open(path, "rb") as fh:
+                fh.seek(-8, os.SEEK_END)
+                magic = int.from_bytes(fh.read(8), "little")
+        else:
+            return
+    except OSError:
+        return
+    if magic == 0xDB4775248B80FB57:
+        raise UnsupportedError("a TF V1 checkpoint (single-file format); tf2pt reads V2 bundles (.index + .data)",
+                               path=path, hint="load it in TensorFlow and save it again with tf.compat.v1.train.Saver(), "
+                                               "which writes V2 by default")
+
+
 def resolve(path) -> Tuple[str, str, List[str], Optional[str]]:
     """``(prefix, kind, notes, savedmodel_dir)`` for any accepted form of checkpoint path."""
     path = os.fspath(path)
@@ -358,7 +375,9 @@ def resolve(path) -> Tuple[str, str, List[str], Optional[str]]:
             candidate = named if os.path.isabs(named) else os.path.join(path, named)
             if os.path.isfile(candidate + ".index"):
                 return candidate, "bundle", notes, None
+            _refuse_v1(candidate)
             beside = os.path.join(path, os.path.basename(named.rstrip("/\\")))
+            _refuse_v1(beside)
             if os.path.isfile(beside + ".index"):
                 notes.append(f"the 'checkpoint' file names {named!r}, which does not exist here; "
                              f"using {os.path.basename(beside)!r} next to it")
@@ -384,12 +403,7 @@ def resolve(path) -> Tuple[str, str, List[str], Optional[str]]:
     if os.path.isfile(path + ".index"):
         return path, "bundle", notes, None
     if os.path.isfile(path):
-        if os.path.getsize(path) >= 48:
-            with open(path, "rb") as fh:
-                fh.seek(-8, os.SEEK_END)
-                if int.from_bytes(fh.read(8), "little") == 0xDB4775248B80FB57:
-                    raise UnsupportedError("a TF V1 checkpoint (single-file format); tf2pt reads V2 bundles",
-                                           path=path, hint="re-save it with tf.compat.v1.train.Saver() (V2 is the default)")
+        _refuse_v1(path)
         raise CheckpointNotFoundError("not a checkpoint (no PREFIX.index next to it)", path=path,
                                       hint="pass the checkpoint prefix, its .index, or its directory")
     raise CheckpointNotFoundError("no such file or directory", path=path,

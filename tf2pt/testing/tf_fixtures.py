@@ -224,6 +224,20 @@ def write_sliced_savev2(out_dir, seed: int = 10) -> str:
     return prefix
 
 
+def write_v1_format(out_dir) -> str:
+    """A checkpoint in the old single-file V1 format (``SaverDef.V1``), which tf2pt refuses
+    with a clear message; returns the file's path (its directory also has a state file)."""
+    tf = _tf()
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.get_variable("w", initializer=np.ones((2, 2), np.float32))
+        saver = v1.train.Saver(write_version=v1.train.SaverDef.V1)
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            return saver.save(sess, os.path.join(out_dir, "model.ckpt"), write_meta_graph=False)
+
+
 def write_frozen_graph(out_dir, seed: int = 9) -> str:
     """A frozen GraphDef (``convert_variables_to_constants``) with constants of many dtypes:
     packed tensor_content, typed-value lists, splats, half, bool, strings, negative ints."""
