@@ -6,8 +6,9 @@
 
 Checkpoints are written by real TensorFlow (``tf2pt.testing.tf_fixtures``) into ``--workdir`` and
 reused across runs. Every measured command runs in its own process; wall time and peak RSS come
-from ``os.wait4``. The page cache is warmed first (each timing is the median of ``--repeat``
-runs), so ``cp`` is the memory-bandwidth floor, not the disk's. Prints a Markdown table.
+from ``os.wait4``. The page cache is warmed first and dirty pages are synced before every run
+(each timing is the median of ``--repeat`` runs), so ``cp`` is the memory-bandwidth floor, not
+the disk's. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -153,9 +154,10 @@ def main(argv=None):
 
         cp = measure("cp (data files)", ["cp", *map(str, data), str(out)], args.repeat, clean)
         dump = measure("tf2pt dump -> safetensors", [PY, "-m", "tf2pt", "dump", prefix, "--state-dict", str(out / "d.safetensors"), "--quiet"], args.repeat, clean)
+        convi = measure("tf2pt convert -> safetensors (layout kept)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "i.safetensors"), "--quiet"], args.repeat, clean)
         conv = measure("tf2pt convert -> safetensors (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.safetensors"), "--quiet"], args.repeat, clean)
         convp = measure("tf2pt convert -> .pth (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.pth"), "--quiet"], args.repeat, clean)
-        results += [cp, dump, conv, convp]
+        results += [cp, dump, convi, conv, convp]
         tf = None
         if not args.skip_tf:
             tf = measure("TF path: tf.train.load_checkpoint + torch.save", [PY, "-c", TF_PATH, prefix, str(out / "tf.pth")], args.repeat, clean)

@@ -67,7 +67,7 @@ def save_reference_file(path, x: np.ndarray, result: Dict[str, Any], meta: Dict[
             arrays[LAYER_PREFIX + name] = np.asarray(value, np.float32)
     arrays["meta"] = np.array(json.dumps(full_meta, default=str))
     with atomic_output(path, force=force) as tmp:
-        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to the temp name
+        with open(tmp, "r+b") as fh:  # a file object: np.savez would append .npz to the temp name
             (np.savez_compressed if sample_voxels else np.savez)(fh, **arrays)
 
 

@@ -131,7 +131,7 @@ def write_safetensors(
     reserve = 256 if final_metadata else 0
     head = safetensors_header(items, metadata, reserve)
     with atomic_output(path, force=force) as tmp:
-        with open(tmp, "wb", buffering=0) as fh:
+        with open(tmp, "r+b", buffering=0) as fh:  # no truncation: ext4 would flush on close (auto_da_alloc)
             sink = Sink(fh)
             sink.write(head)
             position = len(head)
@@ -167,7 +167,8 @@ def save_pth(state_dict: Dict[str, Any], path, force: bool = False) -> None:
     # detach() turns Parameters into plain tensors, which weights_only loading accepts
     plain = {str(k): torch.as_tensor(v).detach().cpu().contiguous() for k, v in state_dict.items()}
     with atomic_output(path, force=force) as tmp:
-        torch.save(plain, tmp)
+        with open(tmp, "r+b") as fh:  # not truncating the empty temp file spares ext4's flush on close
+            torch.save(plain, fh)
 
 
 def save(state_dict: Dict[str, Any], path, metadata: Optional[Dict[str, str]] = None, force: bool = False) -> None:
