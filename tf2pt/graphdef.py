@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import struct
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -195,7 +196,7 @@ class GraphDefCheckpoint(Checkpoint):
         if not self.nodes:
             raise CorruptCheckpointError("no graph nodes: not a frozen GraphDef", path=path,
                                          hint="pass a binary frozen graph (.pb) or a checkpoint")
-        self.files = [os.fspath(path)]
+        self.files = [Path(os.fspath(path))]
         self.notes.append("frozen GraphDef: Const nodes are read as variables; GraphDefs carry no checksums")
         names = {n.name for n in self.nodes}
         consumers: Dict[str, List[Node]] = {}
