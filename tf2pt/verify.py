@@ -66,7 +66,9 @@ class VerifyReport:
             f"(min {d['thresholds']['min_agreement'] * 100:.4f}%)",
             f"  non-finite:     TF {d['nonfinite']['tf']}, PyTorch {d['nonfinite']['torch']}",
         ]
-        if d.get("dice_worst"):
+        if d.get("dice_worst") and all(r["dice"] == 1.0 for r in d["dice_worst"]):
+            lines.append(f"  Dice:           1.0000 for all {d['labels_compared']} labels present")
+        elif d.get("dice_worst"):
             worst = ", ".join(f"{r['label']}{' ' + r['name'] if r.get('name') else ''}: {r['dice']:.4f}" for r in d["dice_worst"])
             lines.append(f"  worst Dice:     {worst}")
         if d.get("per_layer"):
