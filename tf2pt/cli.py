@@ -148,8 +148,10 @@ def dump_cmd(checkpoint, show_all, pattern, csv_path, state_path, backend, force
 
     if not csv_path and not state_path:
         raise click.UsageError("nothing to do: give --csv FILE and/or --state-dict FILE")
+    from ._atomic import check_output
+
     for path in (csv_path, state_path):
-        _check_new_output(path, force)
+        check_output(path, force)
     if state_path:
         from .writer import output_format
 
@@ -222,11 +224,6 @@ def _write_json(path, data, force):
             fh.write("\n")
 
 
-def _check_new_output(path, force):
-    if path and os.path.exists(path) and not force:
-        raise errors.OutputExistsError(path)
-
-
 @cli.command("convert")
 @checkpoint_argument
 @mapping_option
@@ -253,11 +250,13 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, force,
     from . import writer
     from ._progress import progress_bar
 
+    from ._atomic import check_output
+    from .reader import open_checkpoint
+
     start = time.perf_counter()
     writer.output_format(output)
-    _check_new_output(output, force)
-    _check_new_output(report_path, force)
-    from .reader import open_checkpoint
+    check_output(output, force)
+    check_output(report_path, force)
 
     source = open_checkpoint(checkpoint)
     # sha256 of the sources for the provenance metadata, in a thread that starts before torch is
@@ -354,8 +353,9 @@ def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, jso
         return
     from .verify import verify
 
-    for path in (json_path,):
-        _check_new_output(path, force)
+    from ._atomic import check_output
+
+    check_output(json_path, force)
     report = verify(checkpoint, mapping, target, volume=volume, synthetic=synthetic, crop=crop, device=device,
                     atol=atol, min_agreement=min_agreement, per_layer=per_layer, allow_tf32=allow_tf32,
                     tf_input=tf_input, tf_output=tf_output, reference=reference, figure=figure, force=force)
@@ -368,10 +368,7 @@ def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, jso
 
 def main(argv=None):
     """Console-script entry point."""
-    try:
-        cli.main(args=argv, prog_name="tf2pt", standalone_mode=True)
-    except SystemExit:
-        raise
+    cli.main(args=argv, prog_name="tf2pt", standalone_mode=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
