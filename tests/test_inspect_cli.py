@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from bundle_tools import copy_bundle, flip_byte, truncate, write_bundle
+from conftest import EXAMPLE as EXAMPLE_DIR
 from tf2pt.cli import cli
 from tf2pt.reader import open_checkpoint
 
@@ -186,3 +187,22 @@ def test_listing_does_not_even_import_numpy(checkpoints, fmt):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr.strip() == "[]", r.stderr
+
+
+def test_inspect_example_without_tensorflow(run_cli):
+    """Issue 2's acceptance: with TensorFlow unimportable, inspect lists exactly the 105 inference
+    variables of the bundled example, and --all every variable with its role."""
+    r = run_cli("inspect", EXAMPLE_DIR, "--format", "json", block=("tensorflow",))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert len(doc["variables"]) == 105 and {v["role"] for v in doc["variables"]} == {"inference"}
+    assert sum(v["name"].endswith("/w") for v in doc["variables"]) == 21
+    r = run_cli("inspect", EXAMPLE_DIR, "--all", "--format", "json", block=("tensorflow",))
+    everything = {v["name"]: v for v in json.loads(r.stdout)["variables"]}
+    assert len(everything) == 381
+    reasons = {}
+    for v in everything.values():
+        reasons[v["role_reason"]] = reasons.get(v["role_reason"], 0) + 1
+    assert reasons == {"model variable": 105, "optimizer slot (Adam)": 63, "optimizer slot (Adam_1)": 63,
+                       "ExponentialMovingAverage shadow": 63, "zero-debias accumulator": 42, "zero-debias step": 42,
+                       "optimizer beta1_power": 1, "optimizer beta2_power": 1, "step counter": 1}
