@@ -19,8 +19,11 @@ The graph, node by node (every conv: 3x3x3, stride 1, ``SAME``, bias, unless not
         -> conv3d_transpose_2 (16->8)  -> concat([up, skip1]) -> conv3d_8(16->8) relu -> dropout_5
         -> conv3d_9 (1x1x1, 8->1) -> sigmoid = prob;   pred = prob > 0.5
 
-Dropout is a ``tf.cond`` on ``training``: the identity branch at inference. ``pred`` also reads
-the dataset iterator's labels, so only ``prob`` can be fetched; tf2pt thresholds it at 0.5.
+Dropout (keep probability 0.7) is a ``tf.cond`` on ``training``, the identity branch at
+inference; ``training`` *defaults to True*, so verify feeds ``False``. ``img`` must be fed (its
+default reads the training data pipeline). ``pred`` also reads the dataset iterator's labels, so
+only ``prob`` can be fetched; tf2pt thresholds it at 0.5. deepbrain trained with every axis
+permutation and flip, so the input's orientation does not matter to it.
 Transposed convolutions: TF ``SAME`` with output ``2n`` from ``n`` pads the implied forward
 convolution by 0 before and 1 after; ``tf2pt.nn.ConvTranspose3dSame`` crops accordingly.
 """
@@ -48,7 +51,7 @@ SOURCE = Source(
 # ---------------------------------------------------------------------------------------------
 
 
-def build_tf2pt(in_channels: int = 1, base: int = 8, dropout: float = 0.0):
+def build_tf2pt(in_channels: int = 1, base: int = 8, dropout: float = 0.3):
     """tf2pt's port (``tf2pt.models.deepbrain.DeepBrainUNet``)."""
     from tf2pt.models.deepbrain import DeepBrainUNet
 

@@ -5,7 +5,8 @@ three encoder stages of two 3x3x3 ``SAME`` convolutions with bias and ReLU, each
 2x2x2 ``VALID`` max-pool and dropout; three decoder stages of a stride-2 3x3x3 ``SAME``
 transposed convolution (no bias, output twice the input size), concatenation ``[upsampled,
 skip]`` along channels, one 3x3x3 convolution with ReLU and dropout; a 1x1x1 convolution and a
-sigmoid. Dropout is inactive at inference (``training=False``).
+sigmoid. Dropout (rate 0.3: the graph's keep probability is 0.7) is inactive at inference; note
+that the graph's ``training`` input *defaults to True*, so TF must be fed ``training=False``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _conv(cin, cout):
 
 
 class DeepBrainUNet(nn.Module):
-    def __init__(self, in_channels: int = 1, base: int = 8, dropout: float = 0.0):
+    def __init__(self, in_channels: int = 1, base: int = 8, dropout: float = 0.3):
         super().__init__()
         c1, c2, c3 = base, 2 * base, 4 * base
         self.encoder1 = nn.Sequential(_conv(in_channels, c1), nn.ReLU(), _conv(c1, c1), nn.ReLU())
