@@ -367,8 +367,25 @@ def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, jso
 
 
 def main(argv=None):
-    """Console-script entry point."""
-    cli.main(args=argv, prog_name="tf2pt", standalone_mode=True)
+    """Console-script entry point.
+
+    Once a command that imported torch has finished -- outputs complete, renamed and closed --
+    the process ends with ``os._exit``: tearing down an interpreter that loaded torch costs
+    about 0.2 s, a tenth of a 1 GiB conversion, and does nothing for tf2pt's outputs.
+    """
+    try:
+        cli.main(args=argv, prog_name="tf2pt", standalone_mode=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if "torch" in sys.modules and not os.environ.get("TF2PT_DEBUG"):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
