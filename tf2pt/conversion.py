@@ -358,7 +358,8 @@ def iter_tensors(checkpoint, entries: List[Entry]) -> Iterator[Tuple[str, Any]]:
 
 
 def convert(path, mapping="highresnet", target: Optional[str] = None, strict: bool = True, **model_kwargs):
-    """Convert the checkpoint at ``path`` with ``mapping``. Returns ``(state_dict, report)``.
+    """Convert the checkpoint at ``path`` (or an open :class:`~tf2pt.reader.Checkpoint`, which
+    is closed afterwards) with ``mapping``. Returns ``(state_dict, report)``.
 
     >>> state_dict, report = tf2pt.convert("examples/highres3dnet", mapping="highresnet")
     >>> model = tf2pt.build_model("highresnet"); model.load_state_dict(state_dict)

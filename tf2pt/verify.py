@@ -82,9 +82,8 @@ class VerifyReport:
         lines.append("  timings:        " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
         if d.get("peak_gpu_memory_bytes"):
             lines.append(f"  peak GPU memory: {d['peak_gpu_memory_bytes'] / 2**30:.2f} GiB")
-        for f in ("reason",):
-            if d.get(f):
-                lines.append(f"  {f}: {d[f]}")
+        if d.get("reason"):
+            lines.append(f"  reason: {d['reason']}")
         return "\n".join(lines)
 
 
@@ -99,9 +98,7 @@ def prepare_volume(spec, volume: Optional[str] = None, synthetic: Optional[Seque
     default on CPU, none on GPU), ``"full"`` (none), or three sizes."""
     from . import volume as vol
 
-    v = vol.load(volume, synthetic)
-    if synthetic is not None and in_channels != 1:
-        v = vol.synthetic_volume(synthetic, channels=in_channels)
+    v = vol.load(volume, synthetic, channels=in_channels)
     if v.data.shape[0] != in_channels:
         raise InputError(f"volume has {v.data.shape[0]} channel(s), the model takes {in_channels}",
                          path=volume, hint="give a (C, D, H, W) .npy or a 4-D NIfTI")
@@ -387,13 +384,13 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
 
         check_output(figure, force)
 
-    with open_checkpoint(checkpoint_path) as ckpt:
-        ckpt_meta = _checkpoint_meta(ckpt)
-        in_channels = _in_channels(m, ckpt)
     # convert first: a damaged or mismatched checkpoint is reported by tf2pt's reader and the
     # mapping checks, in one line, before TensorFlow is started
     start = time.perf_counter()
-    state_dict, conv_report = convert(checkpoint_path, m, t.name)
+    with open_checkpoint(checkpoint_path) as ckpt:
+        ckpt_meta = _checkpoint_meta(ckpt)
+        in_channels = _in_channels(m, ckpt)
+        state_dict, conv_report = convert(ckpt, m, t.name)
     model = build_model(m, t.name, **conv_report.model_kwargs)
     model.load_state_dict(state_dict, strict=True)
     timings["convert_seconds"] = time.perf_counter() - start

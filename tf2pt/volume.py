@@ -35,11 +35,13 @@ class Volume:
         return tuple(int(s) for s in self.data.shape[1:])  # type: ignore[return-value]
 
 
-def load(path: Optional[str] = None, synthetic: Optional[Sequence[int]] = None, seed: int = 0) -> Volume:
+def load(path: Optional[str] = None, synthetic: Optional[Sequence[int]] = None, seed: int = 0,
+         channels: int = 1) -> Volume:
+    """A volume from ``path``, or a synthetic one of ``channels`` channels, or the MNI152 template."""
     if path is not None and synthetic is not None:
         raise InputError("give either --volume or --synthetic, not both")
     if synthetic is not None:
-        return synthetic_volume(synthetic, seed)
+        return synthetic_volume(synthetic, seed, channels)
     if path is None:
         return mni152()
     return load_file(path)
