@@ -7,7 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from generic_mapping import Blocks  # noqa: E402
+from generic_mapping import build, spec  # noqa: E402
 
 from tf2pt.mapping import TRAINING_ONLY, Mapping, Rename, Source, Target  # noqa: E402
 
@@ -21,7 +21,7 @@ MAPPING = Mapping(
     name="bench_blocks_identity",
     description="benchmark checkpoints: block_NNNN/kernel -> block_NNNN.kernel (layout kept)",
     source=Source(origin="tf2pt.testing.tf_fixtures.write_big"),
-    targets=[Target("blocks", "one parameter per kernel", Blocks, [Rename(r"(block_\d+)/kernel", r"\1.kernel")])],
+    targets=[Target("blocks", "one parameter per kernel", build, [Rename(r"(block_\d+)/kernel", r"\1.kernel")], spec=spec)],
     ignore=[TRAINING_ONLY],
     model_kwargs=model_kwargs,
 )

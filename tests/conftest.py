@@ -53,6 +53,7 @@ FIXTURES = {
     "sliced_savev2": _fx("write_sliced_savev2"),
     "many_1000": _fx("write_many"),
     "frozen_graph": _fx("write_frozen_graph"),
+    "bench_blocks": lambda d: __import__("tf2pt.testing.tf_fixtures", fromlist=["write_big"]).write_big(d, 1 << 18, 8),
 }
 
 

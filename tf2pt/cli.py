@@ -234,10 +234,13 @@ def _write_json(path, data, force):
               help="Also write the full conversion report as JSON.")
 @click.option("--strict/--no-strict", default=True, show_default=True,
               help="Fail on any unmapped variable, unfilled key or shape mismatch (default), or convert what matches.")
+@click.option("--hash-sources/--no-hash-sources", default=True, show_default=True,
+              help="Record the sha256 of every source file in the safetensors metadata (computed alongside the "
+                   "conversion; on 2 cores it is the slowest part of converting a large checkpoint).")
 @force_option
 @quiet_option
 @handle_errors
-def convert_cmd(checkpoint, mapping, target, output, report_path, strict, force, quiet):
+def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_sources, force, quiet):
     """Convert CHECKPOINT to PyTorch weights with a mapping.
 
     Every TF variable must be mapped or ignored by an explicit rule, every key of the target
@@ -261,15 +264,19 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, force,
     source = open_checkpoint(checkpoint)
     # sha256 of the sources for the provenance metadata, in a thread that starts before torch is
     # imported and the plan is made, so it overlaps them instead of adding a pass
-    hashes = conv.BackgroundHashes(source.files)
+    hashes = conv.BackgroundHashes(source.files) if hash_sources else None
+    if writer.output_format(output) == "pth":
+        import torch  # noqa: F401  (needed to write; loaded first, so a declared target spec is checked against the model too)
     ckpt, entries, report = conv.prepare(source, mapping, target, strict=strict)
     with ckpt:
         total = sum(writer.nbytes(e.shape, e.dtype) for e in entries)
         with progress_bar(total, "converting", disable=quiet) as advance:
-            writer.write_entries(ckpt, entries, output, metadata=conv.provenance(ckpt, report, hashes.placeholder()),
+            writer.write_entries(ckpt, entries, output,
+                                 metadata=conv.provenance(ckpt, report, hashes and hashes.placeholder()),
                                  force=force, progress=advance,
-                                 final_metadata=lambda: conv.provenance(ckpt, report, hashes.result()))
-        hashes.result()
+                                 final_metadata=hashes and (lambda: conv.provenance(ckpt, report, hashes.result())))
+        if hashes:
+            hashes.result()
     report.output = output
     report.seconds = round(time.perf_counter() - start, 3)
     if report_path:

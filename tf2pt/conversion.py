@@ -3,13 +3,15 @@
 :func:`plan` reads no tensor data. It puts each TF variable under exactly one rule (ignored,
 refused or renamed), gives each target key exactly one source (a TF variable or a fill rule),
 and compares each post-transform shape with the target model's ``state_dict()`` -- built on the
-``meta`` device, so checking a large model costs no memory. All problems are collected and
-reported at once. :func:`convert` then materialises the tensors; the writers in
+``meta`` device, so checking a large model costs no memory -- or with the target's declared
+torch-free ``spec`` (see :class:`tf2pt.mapping.Target`), checked against the model wherever torch
+is loaded anyway. All problems are collected and reported at once. :func:`convert` then materialises the tensors; the writers in
 :mod:`tf2pt.writer` stream them to disk one at a time instead.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -29,7 +31,7 @@ class Entry:
 
     key: str
     shape: Tuple[int, ...]
-    dtype: Any  # torch.dtype of the target
+    dtype: str  # the target's dtype, by name ("float32")
     source: Optional[str] = None  # TF variable name
     transform: Optional[Transform] = None
     fill: Optional[Fill] = None
@@ -41,20 +43,53 @@ class Entry:
         buffer instead of fresh memory; the result is then only valid until the next call."""
         import torch
 
+        dtype = getattr(torch, self.dtype)
         if self.fill is not None:
             value = self.fill.value
             if callable(value):
-                return value(self.shape, self.dtype)
-            return torch.full(self.shape, value, dtype=self.dtype)
+                return value(self.shape, dtype)
+            return torch.full(self.shape, value, dtype=dtype)
         source = checkpoint.read(self.source)
         if self.transform.perm is not None and source.dtype.kind in "fiubc" and source.dtype.name in _TORCH_NATIVE:
             self.transform.check_rank(tuple(source.shape))
             view = _torch_view(source).permute(self.transform.perm(source.ndim))  # no copy yet
-            if scratch is not None and view.dtype == self.dtype:
+            if scratch is not None and view.dtype == dtype:
                 return scratch.like(view).copy_(view)  # the one copy, into warm memory
-            return view.contiguous().to(self.dtype)
-        return numpy_to_torch(self.transform(source), copy=False).to(self.dtype)
+            return view.contiguous().to(dtype)
+        return numpy_to_torch(self.transform(source), copy=False).to(dtype)
 
+    def array(self, checkpoint, scratch=None) -> Optional[np.ndarray]:
+        """The value as a numpy array when numpy alone gives exactly what :meth:`tensor` gives
+        (no dtype change, a plain numeric dtype, a constant fill), else ``None``. Lets a
+        conversion that never needed torch finish without importing it. With ``scratch``, the
+        result is only valid until the next call."""
+        if self.dtype not in _NUMPY_EXACT:
+            return None
+        if self.fill is not None:
+            value = self.fill.value
+            if callable(value) or not isinstance(value, (bool, int, float)):
+                return None
+            return np.full(self.shape, value, dtype=self.dtype)
+        info = checkpoint.variables[self.source]
+        if info.dtype != self.dtype:
+            return None
+        source = checkpoint.read(self.source)
+        if self.transform.perm is None:
+            value = self.transform(source)
+            return value if value.flags.c_contiguous else np.ascontiguousarray(value)  # (keeps 0-d arrays 0-d)
+        self.transform.check_rank(tuple(source.shape))
+        view = source.transpose(self.transform.perm(source.ndim))
+        out = scratch.array(view.shape, view.dtype) if scratch is not None else np.empty(view.shape, view.dtype)
+        np.copyto(out, view)
+        return out
+
+
+#: dtypes whose values numpy and torch store alike, so either can produce a converted tensor
+_NUMPY_EXACT = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                "uint64", "bool", "complex64", "complex128"}
+#: every dtype name a target may declare (torch's names)
+_TARGET_DTYPES = _NUMPY_EXACT | {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
+                                 "qint8", "quint8", "qint32"}
 
 #: numpy dtypes torch.from_numpy takes directly
 _TORCH_NATIVE = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
@@ -111,6 +146,9 @@ class Report:
     notes: List[str] = field(default_factory=list)
     output: Optional[str] = None
     seconds: Optional[float] = None
+    #: what the shapes and dtypes were checked against: "model" (its state_dict on the meta
+    #: device), "spec" (the target's declared spec; torch not loaded), or "spec and model"
+    checked_against: str = "model"
 
     @property
     def ok(self) -> bool:
@@ -145,17 +183,70 @@ class Report:
         lines.append(f"  filled:   {c['filled']} PyTorch keys by rule" + (":" if fills else ""))
         lines += [f"    {n:>6}  {r}" for r, n in sorted(fills.items())]
         lines.append(f"  problems: {c['problems']}")
+        if self.checked_against != "model":
+            lines.append(f"  checked against: the target's declared spec" + (" and the model" if "model" in self.checked_against
+                                                                                else " (torch not loaded)"))
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
-def _target_state(target: Target, kwargs: Dict[str, Any]):
-    """``{key: (shape, dtype)}`` of the target model, built on the meta device (no memory)."""
+State = Dict[str, Tuple[Tuple[int, ...], str]]
+
+
+def model_state(target: Target, kwargs: Dict[str, Any]) -> State:
+    """``{key: (shape, dtype name)}`` of the target model, built on the meta device (no memory)."""
     import torch
 
     with torch.device("meta"):
         model = target.build(**kwargs)
-    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    return {k: (tuple(v.shape), _dtype_name(v.dtype)) for k, v in model.state_dict().items()}
+
+
+def spec_state(target: Target, kwargs: Dict[str, Any]) -> State:
+    """The target's declared spec (see :class:`tf2pt.mapping.Target`), normalised; raises
+    :class:`~tf2pt.errors.MappingError` for a malformed one."""
+    from .errors import MappingError
+
+    state: State = {}
+    for key, value in target.spec(**kwargs).items():
+        try:
+            shape, dtype = value
+            shape = tuple(int(s) for s in shape)
+        except (TypeError, ValueError):
+            raise MappingError(f"target {target.name!r}: spec entry {key!r} is {value!r}, not (shape, dtype)") from None
+        name = _dtype_name(dtype)
+        if name not in _TARGET_DTYPES:
+            raise MappingError(f"target {target.name!r}: spec entry {key!r} has unknown dtype {name!r}",
+                               hint="use torch's dtype names, e.g. 'float32'")
+        state[str(key)] = (shape, name)
+    return state
+
+
+def state_differences(spec: State, model: State) -> List[str]:
+    """How a declared spec differs from the model's state dict (empty when they agree)."""
+    out = [f"{k!r} is in the spec but not in the model" for k in spec if k not in model]
+    out += [f"{k!r} {_shape(model[k][0])} {model[k][1]} is in the model but not in the spec" for k in model if k not in spec]
+    out += [f"{k!r}: spec {_shape(spec[k][0])} {spec[k][1]}, model {_shape(model[k][0])} {model[k][1]}"
+            for k in spec if k in model and spec[k] != model[k]]
+    return out
+
+
+def _target_state(target: Target, kwargs: Dict[str, Any], report: "Report") -> State:
+    """What to check against: the declared spec when there is one (checked against the model
+    too when torch is loaded anyway), else the model."""
+    if target.spec is None:
+        return model_state(target, kwargs)
+    spec = spec_state(target, kwargs)
+    report.checked_against = "spec"
+    if "torch" in sys.modules:
+        report.checked_against = "spec and model"
+        report.problems.extend(f"target {target.name!r}: the mapping's declared spec disagrees with the model: {d}"
+                               for d in state_differences(spec, model_state(target, kwargs)))
+    return spec
+
+
+def _dtype_name(dtype) -> str:
+    return dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
 
 
 def _shape(shape) -> List[int]:
@@ -171,7 +262,7 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
     kwargs.update(model_kwargs or {})
     report = Report(checkpoint=str(checkpoint.path), mapping=mapping.name, target=target.name, model_kwargs=kwargs)
     report.notes.extend(getattr(checkpoint, "notes", []))
-    expected = _target_state(target, kwargs)
+    expected = _target_state(target, kwargs, report)
     problems = report.problems
 
     sources: Dict[str, Tuple[str, Transform]] = {}  # key -> (tf name, transform)
@@ -225,7 +316,7 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
         sources[key] = (name, transform)
         report.mapped.append(
             {"tf": name, "key": key, "transform": transform.name, "tf_shape": _shape(info.shape),
-             "shape": _shape(want_shape), "tf_dtype": info.dtype, "dtype": str(want_dtype).replace("torch.", "")}
+             "shape": _shape(want_shape), "tf_dtype": info.dtype, "dtype": want_dtype}
         )
 
     entries: List[Entry] = []
@@ -249,15 +340,13 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
     return entries, report
 
 
-def _castable(tf_dtype: str, torch_dtype) -> bool:
-    import torch
-
-    tf_float = tf_dtype in ("float16", "bfloat16", "float32", "float64")
-    if torch_dtype.is_floating_point:
-        return tf_float
-    if torch_dtype == torch.bool:
+def _castable(tf_dtype: str, target: str) -> bool:
+    """Whether a TF dtype may fill a target dtype (both by name): floats from floats, and so on."""
+    if target.startswith(("float", "bfloat")):
+        return tf_dtype in ("float16", "bfloat16", "float32", "float64")
+    if target == "bool":
         return tf_dtype == "bool"
-    if torch_dtype.is_complex:
+    if target.startswith("complex"):
         return tf_dtype.startswith("complex")
     return tf_dtype.startswith(("int", "uint"))
 
@@ -333,23 +422,25 @@ class BackgroundHashes:
         return dict(self._hashes)
 
 
-def provenance(checkpoint, report: Report, hashes: Dict[str, str]) -> Dict[str, str]:
+def provenance(checkpoint, report: Report, hashes: Optional[Dict[str, str]]) -> Dict[str, str]:
     """Safetensors metadata: where the weights came from and how (all values are strings).
-    ``hashes`` maps each source file to its sha256 (see :class:`BackgroundHashes`)."""
+    ``hashes`` maps each source file to its sha256 (see :class:`BackgroundHashes`); ``None``
+    leaves ``source_sha256`` out."""
     import json
     import os
 
-    by_name = {os.path.basename(p): h for p, h in hashes.items()}
-    report.files = [{"path": p, "sha256": h} for p, h in hashes.items()]
-    return {
+    meta = {
         "format": "pt",
         "tf2pt_version": __version__,
         "source": str(checkpoint.path),
-        "source_sha256": json.dumps(by_name, sort_keys=True),
         "mapping": report.mapping,
         "target": report.target,
         "model_kwargs": json.dumps(report.model_kwargs, sort_keys=True, default=str),
     }
+    if hashes is not None:
+        meta["source_sha256"] = json.dumps({os.path.basename(p): h for p, h in hashes.items()}, sort_keys=True)
+        report.files = [{"path": p, "sha256": h} for p, h in hashes.items()]
+    return meta
 
 
 def iter_tensors(checkpoint, entries: List[Entry]) -> Iterator[Tuple[str, Any]]:
@@ -364,6 +455,8 @@ def convert(path, mapping="highresnet", target: Optional[str] = None, strict: bo
     >>> state_dict, report = tf2pt.convert("examples/highres3dnet", mapping="highresnet")
     >>> model = tf2pt.build_model("highresnet"); model.load_state_dict(state_dict)
     """
+    import torch  # noqa: F401  (loaded first, so a declared target spec is checked against the model too)
+
     start = time.perf_counter()
     checkpoint, entries, report = prepare(path, mapping, target, strict, **model_kwargs)
     with checkpoint:

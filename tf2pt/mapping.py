@@ -137,6 +137,13 @@ class Target:
     #: ``{layer name: module path}`` for ``verify --per-layer``; layer names are the ones the
     #: mapping's TF reference forward reports (see :class:`VerifySpec`).
     layers: TMapping[str, str] = field(default_factory=dict)
+    #: Optional: ``spec(**model_kwargs) -> {key: (shape, dtype name)}``, the model's
+    #: ``state_dict()`` described without torch. With it, ``tf2pt convert`` to ``.safetensors``
+    #: plans and checks against the spec and never imports torch (about 1 s) unless a tensor
+    #: needs it; wherever torch is loaded anyway (``.pth`` output, the Python API) the spec is
+    #: also checked against the model, and :func:`tf2pt.testing.check_target_spec` checks it in
+    #: a mapping's tests. ``build`` must then import torch lazily (inside the function).
+    spec: Optional[Callable[..., TMapping[str, Tuple[Sequence[int], str]]]] = None
 
     def check_available(self) -> None:
         import importlib.util

@@ -2,10 +2,39 @@
 
 * :func:`assert_parity` -- ``tf2pt verify`` as a pytest assertion (needs TensorFlow unless given a
   ``reference=`` file).
+* :func:`check_target_spec` -- a mapping target's declared torch-free ``spec`` equals its model.
 * :mod:`tf2pt.testing.tf_fixtures` -- checkpoints of every kind, written by real TensorFlow.
 * :mod:`tf2pt.testing.niftynet` -- NiftyNet-layout HighRes3DNet checkpoints, written by real TF.
 """
 
 from .parity import assert_parity
 
-__all__ = ["assert_parity"]
+
+def check_target_spec(mapping, target=None, checkpoint=None, **model_kwargs) -> None:
+    """Assert that ``target``'s declared ``spec`` (see :class:`tf2pt.mapping.Target`) equals the
+    state dict of the model it builds, for the model keyword arguments the mapping reads off
+    ``checkpoint`` (a path or an open checkpoint) updated with ``model_kwargs``. Needs torch.
+
+    >>> def test_my_spec():
+    ...     check_target_spec("path/to/my_mapping.py", checkpoint="ckpt/model.ckpt-100")
+    """
+    from ..conversion import model_state, spec_state, state_differences
+    from ..reader import Checkpoint, open_checkpoint
+    from ..registry import get_mapping
+
+    m = get_mapping(mapping)
+    t = m.target(target)
+    assert t.spec is not None, f"target {t.name!r} of mapping {m.name!r} declares no spec"
+    kwargs = {}
+    if checkpoint is not None and m.model_kwargs:
+        if isinstance(checkpoint, Checkpoint):
+            kwargs.update(m.model_kwargs(checkpoint))
+        else:
+            with open_checkpoint(checkpoint) as ckpt:
+                kwargs.update(m.model_kwargs(ckpt))
+    kwargs.update(model_kwargs)
+    diffs = state_differences(spec_state(t, kwargs), model_state(t, kwargs))
+    assert not diffs, f"target {t.name!r} of mapping {m.name!r}: spec and model differ:\n  " + "\n  ".join(diffs)
+
+
+__all__ = ["assert_parity", "check_target_spec"]

@@ -1,0 +1,183 @@
+"""Converting without importing torch: a target's declared ``spec``, numpy-made tensors, and the
+checks that keep the spec honest (it is compared with the model wherever torch is loaded)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file
+
+import tf2pt
+from tf2pt.conversion import Entry
+from tf2pt.errors import ConversionError, MappingError
+from tf2pt.mapping import Fill
+from tf2pt.testing import check_target_spec
+from tf2pt.transforms import TRANSFORMS
+from tf2pt.writer import Scratch, array_bytes, tensor_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+TRANSPOSED = ROOT / "benchmarks" / "generic_mapping.py"
+LAYOUT_KEPT = ROOT / "benchmarks" / "identity_mapping.py"
+
+
+def tf_values(tf, path):
+    reader = tf.train.load_checkpoint(path)
+    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
+
+
+@pytest.mark.parametrize("mapping, transposed", [(TRANSPOSED, True), (LAYOUT_KEPT, False)])
+def test_convert_with_a_declared_spec_never_imports_torch(run_cli, checkpoints, tf, tmp_path, mapping, transposed):
+    ckpt = checkpoints("bench_blocks")
+    out = tmp_path / "x.safetensors"
+    r = run_cli("convert", ckpt, "-m", mapping, "-o", out, block=("torch",))
+    assert r.returncode == 0, r.stderr
+    assert "checked against: the target's declared spec (torch not loaded)" in r.stderr
+    got = load_file(str(out))
+    want = tf_values(tf, ckpt)
+    assert len(got) == len(want) == 8
+    for name, value in want.items():
+        key = name.replace("/", ".")
+        np.testing.assert_array_equal(got[key], value.T if transposed else value)
+        assert got[key].flags.c_contiguous
+    meta = safe_open(str(out), "np").metadata()
+    assert set(json.loads(meta["source_sha256"])) == {Path(ckpt).name + ".index", Path(ckpt).name + ".data-00000-of-00001"}
+
+
+def test_pth_output_checks_the_spec_against_the_model(run_cli, checkpoints, tmp_path):
+    ckpt = checkpoints("bench_blocks")
+    r = run_cli("convert", ckpt, "-m", TRANSPOSED, "-o", tmp_path / "x.pth")
+    assert r.returncode == 0, r.stderr
+    assert "checked against: the target's declared spec and the model" in r.stderr
+    r = run_cli("convert", ckpt, "-m", TRANSPOSED, "-o", tmp_path / "x.safetensors")
+    assert r.returncode == 0, r.stderr
+    pth = torch.load(tmp_path / "x.pth", weights_only=True)
+    st = load_file(str(tmp_path / "x.safetensors"))
+    assert pth.keys() == st.keys()
+    for k in st:
+        assert torch.equal(pth[k], torch.from_numpy(st[k]))
+
+
+def test_the_benchmark_specs_equal_their_models(checkpoints):
+    for mapping in (TRANSPOSED, LAYOUT_KEPT):
+        check_target_spec(str(mapping), checkpoint=checkpoints("bench_blocks"))
+
+
+def _wrong_spec_mapping(tmp_path, spec_body):
+    path = tmp_path / "wrong_spec.py"
+    path.write_text("\n".join([
+        "import sys",
+        f"sys.path.insert(0, {str(TRANSPOSED.parent)!r})",
+        "from dataclasses import replace",
+        "from generic_mapping import MAPPING as BASE",
+        "def spec(shapes=None):",
+        textwrap.indent(spec_body, "    "),
+        "MAPPING = replace(BASE, name='wrong_spec', targets=[replace(BASE.targets[0], spec=spec)])",
+    ]) + "\n")
+    return path
+
+
+def test_a_spec_that_disagrees_with_the_model_fails_where_torch_is_loaded(checkpoints, tmp_path):
+    ckpt = checkpoints("bench_blocks")
+    # the spec claims float64 for the first block and omits the last: the model says otherwise
+    mapping = _wrong_spec_mapping(tmp_path, textwrap.dedent("""\
+            keys = sorted(shapes)
+            out = {k: (s, "float32") for k, s in shapes.items() if k != keys[-1]}
+            out[keys[0]] = (shapes[keys[0]], "float64")
+            return out"""))
+    with pytest.raises(ConversionError) as err:
+        tf2pt.convert(ckpt, mapping=str(mapping))
+    text = "\n".join(err.value.problems)
+    assert "'block_0000.kernel': spec [" in text and "float64, model [" in text
+    assert "'block_0007.kernel'" in text and "is in the model but not in the spec" in text
+    with pytest.raises(AssertionError, match="spec and model differ"):
+        check_target_spec(str(mapping), checkpoint=ckpt)
+
+
+def test_a_malformed_spec_is_a_mapping_error(checkpoints, tmp_path, run_cli):
+    mapping = _wrong_spec_mapping(tmp_path, 'return {k: (s, "float33") for k, s in shapes.items()}')
+    with pytest.raises(MappingError, match="unknown dtype 'float33'"):
+        tf2pt.convert(checkpoints("bench_blocks"), mapping=str(mapping))
+    r = run_cli("convert", checkpoints("bench_blocks"), "-m", mapping, "-o", tmp_path / "x.safetensors")
+    assert r.returncode == 2 and "unknown dtype 'float33'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_large_permutations_load_torch_small_ones_do_not(checkpoints, tmp_path):
+    """Above ``writer.NUMPY_LIMIT`` bytes to permute, torch's faster copy is worth its import."""
+    script = textwrap.dedent("""
+        import sys
+        from tf2pt import writer
+        from tf2pt.cli import cli
+        writer.NUMPY_LIMIT = int(sys.argv[1])
+        cli.main(args=["convert", sys.argv[2], "-m", sys.argv[3], "-o", sys.argv[4], "--quiet"], standalone_mode=False)
+        print("torch" in sys.modules)
+    """)
+    ckpt = checkpoints("bench_blocks")
+    loaded = {}
+    for limit in (0, 1 << 30):
+        out = tmp_path / f"{limit}.safetensors"
+        r = subprocess.run([sys.executable, "-c", script, str(limit), ckpt, str(TRANSPOSED), str(out)],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        loaded[limit] = r.stdout.split()[-1]
+    assert loaded == {0: "True", 1 << 30: "False"}
+    a, b = load_file(str(tmp_path / "0.safetensors")), load_file(str(tmp_path / f"{1 << 30}.safetensors"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+class _Arrays:
+    """The slice of the Checkpoint interface that Entry uses."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+        self.variables = {k: type("Info", (), {"dtype": v.dtype.name})() for k, v in arrays.items()}
+
+    def read(self, name):
+        return self.arrays[name]
+
+
+SHAPES = {"identity": (3, 4), "conv": (2, 3, 4, 5), "conv1d": (3, 4, 5), "conv2d": (2, 3, 4, 5),
+          "conv3d": (2, 3, 2, 4, 5), "conv_transpose": (3, 2, 4, 5), "conv_transpose1d": (3, 4, 5),
+          "conv_transpose2d": (2, 3, 4, 5), "conv_transpose3d": (2, 3, 2, 4, 5), "dense": (6, 7),
+          "depthwise2d": (3, 3, 4, 2), "scalar": (1,)}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64", "int64", "uint8", "bool", "complex64"])
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_numpy_and_torch_make_the_same_bytes(name, dtype):
+    rng = np.random.default_rng(3)
+    value = (rng.standard_normal(SHAPES[name]) * 50).astype(dtype)
+    ckpt = _Arrays({"v": value})
+    transform = TRANSFORMS[name]
+    entry = Entry("k", transform.out_shape(value.shape), dtype, source="v", transform=transform)
+    made = entry.array(ckpt, Scratch())
+    assert made is not None and made.shape == entry.shape
+    assert bytes(array_bytes(made)) == bytes(tensor_bytes(entry.tensor(ckpt)))
+
+
+def test_numpy_declines_what_only_torch_does_exactly():
+    ckpt = _Arrays({"v": np.ones((2, 3), np.float64)})
+    ident = TRANSFORMS["identity"]
+    assert Entry("k", (2, 3), "float32", source="v", transform=ident).array(ckpt) is None  # a dtype change
+    assert Entry("k", (2, 3), "bfloat16", source="v", transform=ident).array(ckpt) is None
+    assert Entry("k", (), "int64", fill=Fill("k", lambda s, d: torch.ones(s, dtype=d), "x")).array(ckpt) is None
+    filled = Entry("k", (), "int64", fill=Fill("k", 1, "counter"))
+    assert bytes(array_bytes(filled.array(ckpt))) == bytes(tensor_bytes(filled.tensor(ckpt)))
+
+
+def test_no_hash_sources_leaves_the_hashes_out(run_cli, checkpoints, tmp_path):
+    out = tmp_path / "x.safetensors"
+    r = run_cli("convert", checkpoints("bench_blocks"), "-m", LAYOUT_KEPT, "-o", out, "--no-hash-sources",
+                "--report", tmp_path / "r.json", block=("torch",))
+    assert r.returncode == 0, r.stderr
+    meta = safe_open(str(out), "np").metadata()
+    assert "source_sha256" not in meta and meta["mapping"] == "bench_blocks_identity"
+    assert all("sha256" not in f for f in json.loads((tmp_path / "r.json").read_text())["files"])
