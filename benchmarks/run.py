@@ -155,9 +155,10 @@ def main(argv=None):
         cp = measure("cp (data files)", ["cp", *map(str, data), str(out)], args.repeat, clean)
         dump = measure("tf2pt dump -> safetensors", [PY, "-m", "tf2pt", "dump", prefix, "--state-dict", str(out / "d.safetensors"), "--quiet"], args.repeat, clean)
         convi = measure("tf2pt convert -> safetensors (layout kept)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "i.safetensors"), "--quiet"], args.repeat, clean)
+        convn = measure("tf2pt convert -> safetensors (layout kept, --no-hash-sources)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "n.safetensors"), "--quiet", "--no-hash-sources"], args.repeat, clean)
         conv = measure("tf2pt convert -> safetensors (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.safetensors"), "--quiet"], args.repeat, clean)
         convp = measure("tf2pt convert -> .pth (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.pth"), "--quiet"], args.repeat, clean)
-        results += [cp, dump, convi, conv, convp]
+        results += [cp, dump, convi, convn, conv, convp]
         tf = None
         if not args.skip_tf:
             tf = measure("TF path: tf.train.load_checkpoint + torch.save", [PY, "-c", TF_PATH, prefix, str(out / "tf.pth")], args.repeat, clean)

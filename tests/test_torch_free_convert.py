@@ -163,6 +163,16 @@ def test_numpy_and_torch_make_the_same_bytes(name, dtype):
     assert bytes(array_bytes(made)) == bytes(tensor_bytes(entry.tensor(ckpt)))
 
 
+@pytest.mark.parametrize("name, shape", [("dense", (700, 900)), ("conv3d", (3, 3, 3, 96, 128))])
+def test_large_tensors_are_permuted_by_slabs_in_threads(name, shape):
+    """Above 1 MiB the numpy copy is split across cores; the bytes stay torch's."""
+    value = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    assert value.nbytes > 1 << 20
+    ckpt = _Arrays({"v": value})
+    entry = Entry("k", TRANSFORMS[name].out_shape(shape), "float32", source="v", transform=TRANSFORMS[name])
+    assert bytes(array_bytes(entry.array(ckpt, Scratch()))) == bytes(tensor_bytes(entry.tensor(ckpt)))
+
+
 def test_numpy_declines_what_only_torch_does_exactly():
     ckpt = _Arrays({"v": np.ones((2, 3), np.float64)})
     ident = TRANSFORMS["identity"]

@@ -11,6 +11,7 @@ is loaded anyway. All problems are collected and reported at once. :func:`conver
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -80,8 +81,31 @@ class Entry:
         self.transform.check_rank(tuple(source.shape))
         view = source.transpose(self.transform.perm(source.ndim))
         out = scratch.array(view.shape, view.dtype) if scratch is not None else np.empty(view.shape, view.dtype)
-        np.copyto(out, view)
+        _parallel_copy(out, view)
         return out
+
+
+def _parallel_copy(out: np.ndarray, view: np.ndarray, min_bytes: int = 1 << 20) -> None:
+    """``out[...] = view`` in slabs along the first axis, one per core: numpy's strided copy
+    releases the GIL but uses one core (about 1 GiB/s here for a transposed copy)."""
+    workers = min(os.cpu_count() or 1, 8, out.shape[0] if out.ndim else 1)
+    if workers < 2 or out.nbytes < min_bytes:
+        np.copyto(out, view)
+        return
+    bounds = [out.shape[0] * i // workers for i in range(workers + 1)]
+    list(_pool().map(lambda i: np.copyto(out[bounds[i]:bounds[i + 1]], view[bounds[i]:bounds[i + 1]]), range(workers)))
+
+
+_POOL = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8), thread_name_prefix="tf2pt-copy")
+    return _POOL
 
 
 #: dtypes whose values numpy and torch store alike, so either can produce a converted tensor
