@@ -179,6 +179,7 @@ def test_numpy_declines_what_only_torch_does_exactly():
     assert Entry("k", (2, 3), "float32", source="v", transform=ident).array(ckpt) is None  # a dtype change
     assert Entry("k", (2, 3), "bfloat16", source="v", transform=ident).array(ckpt) is None
     assert Entry("k", (), "int64", fill=Fill("k", lambda s, d: torch.ones(s, dtype=d), "x")).array(ckpt) is None
+    assert Entry("k", (), "int64", fill=Fill("k", 0.5, "inexact")).array(ckpt) is None
     filled = Entry("k", (), "int64", fill=Fill("k", 1, "counter"))
     assert bytes(array_bytes(filled.array(ckpt))) == bytes(tensor_bytes(filled.tensor(ckpt)))
 

@@ -4,9 +4,10 @@
 refused or renamed), gives each target key exactly one source (a TF variable or a fill rule),
 and compares each post-transform shape with the target model's ``state_dict()`` -- built on the
 ``meta`` device, so checking a large model costs no memory -- or with the target's declared
-torch-free ``spec`` (see :class:`tf2pt.mapping.Target`), checked against the model wherever torch
-is loaded anyway. All problems are collected and reported at once. :func:`convert` then materialises the tensors; the writers in
-:mod:`tf2pt.writer` stream them to disk one at a time instead.
+torch-free ``spec`` (see :class:`tf2pt.mapping.Target`), itself checked against the model
+wherever torch is loaded anyway. All problems are collected and reported at once.
+:func:`convert` then materialises the tensors; the writers in :mod:`tf2pt.writer` stream them to
+disk one at a time instead.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class Entry:
             value = self.fill.value
             if callable(value) or not isinstance(value, (bool, int, float)):
                 return None
-            return np.full(self.shape, value, dtype=self.dtype)
+            out = np.full(self.shape, value, dtype=self.dtype)
+            return out if out.size == 0 or out.flat[0] == value else None  # inexact: torch decides
         info = checkpoint.variables[self.source]
         if info.dtype != self.dtype:
             return None
@@ -116,8 +118,7 @@ _TARGET_DTYPES = _NUMPY_EXACT | {"bfloat16", "float8_e4m3fn", "float8_e5m2", "fl
                                  "qint8", "quint8", "qint32"}
 
 #: numpy dtypes torch.from_numpy takes directly
-_TORCH_NATIVE = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-                 "uint64", "bool", "complex64", "complex128"}
+_TORCH_NATIVE = _NUMPY_EXACT
 
 
 def _torch_view(array: np.ndarray):
@@ -207,9 +208,10 @@ class Report:
         lines.append(f"  filled:   {c['filled']} PyTorch keys by rule" + (":" if fills else ""))
         lines += [f"    {n:>6}  {r}" for r, n in sorted(fills.items())]
         lines.append(f"  problems: {c['problems']}")
-        if self.checked_against != "model":
-            lines.append(f"  checked against: the target's declared spec" + (" and the model" if "model" in self.checked_against
-                                                                                else " (torch not loaded)"))
+        if self.checked_against == "spec":
+            lines.append("  checked against: the target's declared spec (torch not loaded)")
+        elif self.checked_against == "spec and model":
+            lines.append("  checked against: the target's declared spec and the model")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
