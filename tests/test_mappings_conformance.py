@@ -13,6 +13,7 @@ from test_deepbrain import deepbrain_graph  # noqa: F401  (fixture)
 from tf2pt import registry
 from tf2pt.conversion import plan
 from tf2pt.reader import open_checkpoint
+from tf2pt.testing import check_target_spec
 from tf2pt.transforms import TRANSFORMS
 
 PAIRS = [(m.name, t.name) for m in registry.list_mappings() for t in m.targets]
@@ -41,6 +42,8 @@ def test_target_is_well_formed(mapping, target):
         re.compile(rule.pattern)
     for fill in t.fill:
         assert any(fill.matches(k) for k in keys), f"fill rule {fill.pattern!r} matches no key"
+    if t.spec is not None:  # a declared torch-free spec must describe this very model
+        check_target_spec(m, t.name)
     modules = dict(model.named_modules())
     if m.verify is not None:
         assert set(t.layers) <= set(m.verify.layers), "target layers the mapping does not declare"
