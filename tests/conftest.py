@@ -39,6 +39,13 @@ def _fx(name):
     return build
 
 
+def _blocks(d):
+    """The benchmark mappings' checkpoint kind (``write_big``), small: 8 tensors, 256 KiB."""
+    from tf2pt.testing.tf_fixtures import write_big
+
+    return write_big(d, 1 << 18, 8)
+
+
 #: name -> builder(dir) -> checkpoint path
 FIXTURES = {
     "niftynet_highres3dnet": _niftynet("relu"),
@@ -53,7 +60,7 @@ FIXTURES = {
     "sliced_savev2": _fx("write_sliced_savev2"),
     "many_1000": _fx("write_many"),
     "frozen_graph": _fx("write_frozen_graph"),
-    "bench_blocks": lambda d: __import__("tf2pt.testing.tf_fixtures", fromlist=["write_big"]).write_big(d, 1 << 18, 8),
+    "bench_blocks": _blocks,
 }
 
 
