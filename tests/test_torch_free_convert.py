@@ -192,3 +192,28 @@ def test_no_hash_sources_leaves_the_hashes_out(run_cli, checkpoints, tmp_path):
     meta = safe_open(str(out), "np").metadata()
     assert "source_sha256" not in meta and meta["mapping"] == "bench_blocks_identity"
     assert all("sha256" not in f for f in json.loads((tmp_path / "r.json").read_text())["files"])
+
+
+def test_a_dtype_change_loads_torch_midway_and_converts_exactly(run_cli, checkpoints, tf, tmp_path):
+    """A float64 target of float32 variables: numpy declines the cast, torch makes it."""
+    mapping = tmp_path / "float64.py"
+    mapping.write_text("\n".join([
+        "import sys",
+        f"sys.path.insert(0, {str(TRANSPOSED.parent)!r})",
+        "from dataclasses import replace",
+        "from generic_mapping import MAPPING as BASE, build as build32",
+        "def build(shapes=None):",
+        "    return build32(shapes).double()",
+        "def spec(shapes=None):",
+        "    return {k: (s, 'float64') for k, s in shapes.items()}",
+        "MAPPING = replace(BASE, name='f64', targets=[replace(BASE.targets[0], build=build, spec=spec)])",
+    ]) + "\n")
+    ckpt = checkpoints("bench_blocks")
+    out = tmp_path / "x.safetensors"
+    r = run_cli("convert", ckpt, "-m", mapping, "-o", out)
+    assert r.returncode == 0, r.stderr
+    got = load_file(str(out))
+    for name, value in tf_values(tf, ckpt).items():
+        assert got[name.replace("/", ".")].dtype == np.float64
+        np.testing.assert_array_equal(got[name.replace("/", ".")], value.T.astype(np.float64))
+    check_target_spec(str(mapping), checkpoint=ckpt)
