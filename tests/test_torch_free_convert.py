@@ -217,3 +217,21 @@ def test_a_dtype_change_loads_torch_midway_and_converts_exactly(run_cli, checkpo
         assert got[name.replace("/", ".")].dtype == np.float64
         np.testing.assert_array_equal(got[name.replace("/", ".")], value.T.astype(np.float64))
     check_target_spec(str(mapping), checkpoint=ckpt)
+
+
+def test_source_hashes_in_parallel_match_hashlib(tmp_path):
+    import hashlib
+
+    from tf2pt.conversion import BackgroundHashes
+    from tf2pt.errors import CheckpointNotFoundError
+
+    files = []
+    for i, size in enumerate([3 << 20, 10, 0, 1 << 20, 5]):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(np.random.default_rng(i).bytes(size))
+        files.append(f)
+    got = BackgroundHashes(files).result()
+    assert list(got) == [str(f) for f in files]  # the callers' order, whatever order they were hashed in
+    assert got == {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    with pytest.raises(CheckpointNotFoundError, match="cannot read for hashing"):
+        BackgroundHashes(files + [tmp_path / "gone"]).result()

@@ -416,21 +416,34 @@ def file_sha256(path, chunk: int = 1 << 22) -> str:
 
 
 class BackgroundHashes:
-    """sha256 of files computed in a thread (hashlib and file reads release the GIL), so the
-    hashing overlaps the conversion instead of adding a second pass to it."""
+    """sha256 of files computed in threads (hashlib and file reads release the GIL), so the
+    hashing overlaps the conversion instead of adding a second pass to it. A sharded checkpoint's
+    files are hashed in parallel, one thread per core at most, largest first."""
 
     def __init__(self, files):
+        import queue
         import threading
 
         self.files = [str(f) for f in files]
         self._hashes: Dict[str, str] = {}
         self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, name="tf2pt-sha256", daemon=True)
-        self._thread.start()
+        self._todo: "queue.Queue[str]" = queue.Queue()
+        for f in sorted(self.files, key=_size, reverse=True):
+            self._todo.put(f)
+        workers = max(1, min(len(self.files), os.cpu_count() or 1, 4))
+        self._threads = [threading.Thread(target=self._run, name=f"tf2pt-sha256-{i}", daemon=True) for i in range(workers)]
+        for t in self._threads:
+            t.start()
 
     def _run(self):
+        import queue
+
         try:
-            for f in self.files:
+            while True:
+                try:
+                    f = self._todo.get_nowait()
+                except queue.Empty:
+                    return
                 self._hashes[f] = file_sha256(f)
         except BaseException as exc:  # reported by result()
             self._error = exc
@@ -440,12 +453,20 @@ class BackgroundHashes:
         return {f: "0" * 64 for f in self.files}
 
     def result(self) -> Dict[str, str]:
-        self._thread.join()
+        for t in self._threads:
+            t.join()
         if self._error is not None:
             from .errors import CheckpointNotFoundError
 
             raise CheckpointNotFoundError(f"cannot read for hashing: {self._error}", path=self.files[0])
-        return dict(self._hashes)
+        return {f: self._hashes[f] for f in self.files}
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # hashing it reports the problem
 
 
 def provenance(checkpoint, report: Report, hashes: Optional[Dict[str, str]]) -> Dict[str, str]:
