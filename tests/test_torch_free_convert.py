@@ -219,8 +219,11 @@ def test_a_dtype_change_loads_torch_midway_and_converts_exactly(run_cli, checkpo
     check_target_spec(str(mapping), checkpoint=ckpt)
 
 
-def test_source_hashes_in_parallel_match_hashlib(tmp_path):
+@pytest.mark.parametrize("cores", [2, 4])
+def test_source_hashes_in_parallel_match_hashlib(tmp_path, monkeypatch, cores):
+    """One hashing thread on 2 cores; on more, one per file up to cores - 1 (here 3)."""
     import hashlib
+    import os
 
     from tf2pt.conversion import BackgroundHashes
     from tf2pt.errors import CheckpointNotFoundError
@@ -230,7 +233,10 @@ def test_source_hashes_in_parallel_match_hashlib(tmp_path):
         f = tmp_path / f"f{i}"
         f.write_bytes(np.random.default_rng(i).bytes(size))
         files.append(f)
-    got = BackgroundHashes(files).result()
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    hashes = BackgroundHashes(files)
+    assert len(hashes._threads) == cores - 1
+    got = hashes.result()
     assert list(got) == [str(f) for f in files]  # the callers' order, whatever order they were hashed in
     assert got == {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     with pytest.raises(CheckpointNotFoundError, match="cannot read for hashing"):
