@@ -63,6 +63,26 @@ def test_safetensors_output_and_provenance(tmp_path):
     assert {row["transform"] for row in report["mapped"]} == {"conv3d", "identity"}
 
 
+def test_safetensors_conversion_needs_neither_torch_nor_tensorflow(run_cli, tmp_path):
+    """The tf2pt target declares its state dict (``spec_tf2pt``), so the streamed conversion is
+    planned, checked and written without importing torch; the bytes are still the published ones."""
+    out = tmp_path / "x.safetensors"
+    r = run_cli("convert", EXAMPLE, "-m", "highresnet", "-o", out, block=("torch", "tensorflow"))
+    assert r.returncode == 0, r.stderr
+    assert "checked against: the target's declared spec (torch not loaded)" in r.stderr
+    from safetensors.torch import load_file
+
+    assert_is_published(load_file(out))
+
+
+@pytest.mark.parametrize("activation", ["relu", "prelu"])
+@pytest.mark.parametrize("in_channels, num_classes", [(1, 160), (2, 5), (4, 1)])
+def test_the_declared_spec_is_the_model(activation, in_channels, num_classes):
+    from tf2pt.testing import check_target_spec
+
+    check_target_spec("highresnet", activation=activation, in_channels=in_channels, num_classes=num_classes)
+
+
 def test_python_api_and_build_model_defaults():
     sd, report = tf2pt.convert(EXAMPLE, mapping="highresnet")
     assert report.ok and report.model_kwargs == {"in_channels": 1, "num_classes": 160, "activation": "relu"}

@@ -52,6 +52,7 @@ SOURCE = Source(
 STAGES = (("res_1", 16, 1), ("res_2", 32, 2), ("res_3", 64, 4))
 BLOCKS_PER_STAGE = 3  # NiftyNet's 'repeat'
 BN_EPS = 1e-5
+FEATURES = 80  # conv_1's output channels (a 1x1x1 convolution before the classifier)
 
 # ---------------------------------------------------------------------------------------------
 # 2. Target models (torch is imported only when a model is built)
@@ -64,6 +65,59 @@ def build_tf2pt(in_channels: int = 1, num_classes: int = 160, activation: str = 
     from tf2pt.models.highres3dnet import HighRes3DNet
 
     return HighRes3DNet(in_channels, num_classes, activation, dropout, eps)
+
+
+#: tf2pt target keys: (conv, bn, activation) modules of conv_0, conv_1 and conv_2, and of the
+#: parts of a residual block's layer (shared by the rename rules and the spec below)
+TF2PT_LAYERS = {
+    "conv_0": ("block.0.convolutional_block.1", "block.0.convolutional_block.2", "block.0.convolutional_block.3"),
+    "conv_1": ("block.4.convolutional_block.0", "block.4.convolutional_block.1", "block.4.convolutional_block.2"),
+    "conv_2": ("block.6.convolutional_block.0", "block.6.convolutional_block.1", None),
+}
+_TF2PT_PART = {"bn": 0, "act": 1, "conv": 3}
+
+
+def _tf2pt_res_key(stage: int, block: int, layer: int, part: str) -> str:
+    return f"block.{stage}.dilation_block.{block}.residual_block.{layer}.convolutional_block.{_TF2PT_PART[part]}"
+
+
+def spec_tf2pt(in_channels: int = 1, num_classes: int = 160, activation: str = "relu", dropout: float = 0.5,
+               eps: float = BN_EPS):
+    """``build_tf2pt(...).state_dict()`` as ``{key: (shape, dtype)}``, without torch, so that
+    converting to safetensors need not import it (tests/test_highresnet.py checks that the two
+    agree for every activation and channel count the model takes)."""
+    out = {}
+
+    def conv(key, cin, cout, k):
+        out[f"{key}.weight"] = ((cout, cin, k, k, k), "float32")
+
+    def bn(key, c):
+        for p in ("weight", "bias", "running_mean", "running_var"):
+            out[f"{key}.{p}"] = ((c,), "float32")
+        out[f"{key}.num_batches_tracked"] = ((), "int64")
+
+    def act(key, c):
+        if key is not None and activation == "prelu":
+            out[f"{key}.weight"] = ((c,), "float32")
+
+    def conv_layer(name, cin, cout, k):
+        conv_key, bn_key, act_key = TF2PT_LAYERS[name]
+        conv(conv_key, cin, cout, k)
+        bn(bn_key, cout)
+        act(act_key, cout)
+
+    cin = STAGES[0][1]
+    conv_layer("conv_0", in_channels, cin, 3)
+    for s, (_, cout, _) in enumerate(STAGES, start=1):
+        for j in range(BLOCKS_PER_STAGE):
+            for i, c in enumerate((cin, cout)):  # pre-activation: BN and activation on the input
+                bn(_tf2pt_res_key(s, j, i, "bn"), c)
+                act(_tf2pt_res_key(s, j, i, "act"), c)
+                conv(_tf2pt_res_key(s, j, i, "conv"), c, cout, 3)
+            cin = cout
+    conv_layer("conv_1", cin, FEATURES, 1)
+    conv_layer("conv_2", FEATURES, num_classes, 1)
+    return out
 
 
 def build_monai(in_channels: int = 1, num_classes: int = 160, activation: str = "relu", dropout: float = 0.0,
@@ -128,13 +182,10 @@ def _res_rows(key_for) -> List[Rename]:
 
 
 def _tf2pt_rules() -> List[Rename]:
-    part = {"bn": 0, "act": 1, "conv": 3}
-    rows = _conv_layer_rows(f"conv_0_bn_{ACT}", "block.0.convolutional_block.1", "block.0.convolutional_block.2",
-                            "block.0.convolutional_block.3")
-    rows += _res_rows(lambda s, j, i, p: f"block.{s}.dilation_block.{j}.residual_block.{i}.convolutional_block.{part[p]}")
-    rows += _conv_layer_rows(f"conv_1_bn_{ACT}", "block.4.convolutional_block.0", "block.4.convolutional_block.1",
-                             "block.4.convolutional_block.2")
-    rows += _conv_layer_rows("conv_2_bn", "block.6.convolutional_block.0", "block.6.convolutional_block.1", None)
+    rows = _conv_layer_rows(f"conv_0_bn_{ACT}", *TF2PT_LAYERS["conv_0"])
+    rows += _res_rows(_tf2pt_res_key)
+    rows += _conv_layer_rows(f"conv_1_bn_{ACT}", *TF2PT_LAYERS["conv_1"])
+    rows += _conv_layer_rows("conv_2_bn", *TF2PT_LAYERS["conv_2"])
     return rows
 
 
@@ -264,7 +315,7 @@ MAPPING = Mapping(
         Target(
             "tf2pt",
             "tf2pt's HighRes3DNet; state dict as the published PyTorch weights (fepegar/highresnet)",
-            build_tf2pt, _tf2pt_rules(), FILL,
+            build_tf2pt, _tf2pt_rules(), FILL, spec=spec_tf2pt,
             layers=_layer_modules(["block.0", "block.4", "block.6"], lambda s, j: f"block.{s}.dilation_block.{j}"),
         ),
         Target(

@@ -11,7 +11,7 @@ from typing import List
 from torch import nn
 
 # NiftyNet's layer table lives with the mapping (source facts); the model is generated from it.
-from tf2pt.mappings.highresnet import BLOCKS_PER_STAGE, BN_EPS, STAGES
+from tf2pt.mappings.highresnet import BLOCKS_PER_STAGE, BN_EPS, FEATURES, STAGES
 
 
 def _activation(name: str, channels: int) -> nn.Module:
@@ -88,9 +88,9 @@ class HighRes3DNet(nn.Module):
         for _, cout, dilation in STAGES:
             blocks.append(DilationBlock(cin, cout, dilation, activation=activation, eps=eps))
             cin = cout
-        blocks.append(ConvolutionalBlock(cin, 80, 1, 1, False, activation, eps))
+        blocks.append(ConvolutionalBlock(cin, FEATURES, 1, 1, False, activation, eps))
         blocks.append(nn.Dropout3d(dropout))
-        blocks.append(ConvolutionalBlock(80, num_classes, 1, 1, False, None, eps))
+        blocks.append(ConvolutionalBlock(FEATURES, num_classes, 1, 1, False, None, eps))
         self.block = nn.Sequential(*blocks)
 
     def forward(self, x):
