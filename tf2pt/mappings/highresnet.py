@@ -85,7 +85,7 @@ def spec_tf2pt(in_channels: int = 1, num_classes: int = 160, activation: str = "
                eps: float = BN_EPS):
     """``build_tf2pt(...).state_dict()`` as ``{key: (shape, dtype)}``, without torch, so that
     converting to safetensors need not import it (tests/test_highresnet.py checks that the two
-    agree for every activation and channel count the model takes)."""
+    agree for both activations and several channel counts; every .pth conversion checks again)."""
     out = {}
 
     def conv(key, cin, cout, k):
