@@ -46,7 +46,6 @@ def test_convert_with_a_declared_spec_never_imports_torch(run_cli, checkpoints, 
     for name, value in want.items():
         key = name.replace("/", ".")
         np.testing.assert_array_equal(got[key], value.T if transposed else value)
-        assert got[key].flags.c_contiguous
     meta = safe_open(str(out), "np").metadata()
     assert set(json.loads(meta["source_sha256"])) == {Path(ckpt).name + ".index", Path(ckpt).name + ".data-00000-of-00001"}
 
