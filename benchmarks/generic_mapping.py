@@ -5,7 +5,7 @@ checkpoint's own shapes (on the meta device during planning: it costs no memory)
 
 The target also declares its ``spec`` (its state dict's keys, shapes and dtypes), so converting to
 safetensors need not import torch; the model is built, and compared with the spec, only where
-torch is loaded anyway (tests/test_perf_paths.py checks that they agree).
+torch is loaded anyway (tests/test_torch_free_convert.py checks that they agree).
 """
 
 from tf2pt.mapping import TRAINING_ONLY, Mapping, Rename, Source, Target

@@ -257,7 +257,7 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_s
     from .reader import open_checkpoint
 
     start = time.perf_counter()
-    writer.output_format(output)
+    fmt = writer.output_format(output)
     check_output(output, force)
     check_output(report_path, force)
 
@@ -265,7 +265,7 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_s
     # sha256 of the sources for the provenance metadata, in a thread that starts before torch is
     # imported and the plan is made, so it overlaps them instead of adding a pass
     hashes = conv.BackgroundHashes(source.files) if hash_sources else None
-    if writer.output_format(output) == "pth":
+    if fmt == "pth":
         import torch  # noqa: F401  (needed to write; loaded first, so a declared target spec is checked against the model too)
     ckpt, entries, report = conv.prepare(source, mapping, target, strict=strict)
     with ckpt:

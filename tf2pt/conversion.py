@@ -25,6 +25,7 @@ from .errors import ConversionError
 from .mapping import Fill, Mapping, Target
 from .registry import get_mapping
 from .transforms import Transform, get_transform
+from .writer import DTYPES, dtype_name
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Entry:
         (no dtype change, a plain numeric dtype, a constant fill), else ``None``. Lets a
         conversion that never needed torch finish without importing it. With ``scratch``, the
         result is only valid until the next call."""
-        if self.dtype not in _NUMPY_EXACT:
+        if self.dtype not in _TORCH_NATIVE:
             return None
         if self.fill is not None:
             value = self.fill.value
@@ -110,15 +111,10 @@ def _pool():
     return _POOL
 
 
-#: dtypes whose values numpy and torch store alike, so either can produce a converted tensor
-_NUMPY_EXACT = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-                "uint64", "bool", "complex64", "complex128"}
-#: every dtype name a target may declare (torch's names)
-_TARGET_DTYPES = _NUMPY_EXACT | {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
-                                 "qint8", "quint8", "qint32"}
-
-#: numpy dtypes torch.from_numpy takes directly
-_TORCH_NATIVE = _NUMPY_EXACT
+#: dtypes numpy and torch share: torch.from_numpy takes them directly, and either framework
+#: produces the same bytes for a converted tensor
+_TORCH_NATIVE = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                 "uint64", "bool", "complex64", "complex128"}
 
 
 def _torch_view(array: np.ndarray):
@@ -225,7 +221,7 @@ def model_state(target: Target, kwargs: Dict[str, Any]) -> State:
 
     with torch.device("meta"):
         model = target.build(**kwargs)
-    return {k: (tuple(v.shape), _dtype_name(v.dtype)) for k, v in model.state_dict().items()}
+    return {k: (tuple(v.shape), dtype_name(v.dtype)) for k, v in model.state_dict().items()}
 
 
 def spec_state(target: Target, kwargs: Dict[str, Any]) -> State:
@@ -240,8 +236,8 @@ def spec_state(target: Target, kwargs: Dict[str, Any]) -> State:
             shape = tuple(int(s) for s in shape)
         except (TypeError, ValueError):
             raise MappingError(f"target {target.name!r}: spec entry {key!r} is {value!r}, not (shape, dtype)") from None
-        name = _dtype_name(dtype)
-        if name not in _TARGET_DTYPES:
+        name = dtype_name(dtype)
+        if name not in DTYPES:  # the dtypes tf2pt's writers know
             raise MappingError(f"target {target.name!r}: spec entry {key!r} has unknown dtype {name!r}",
                                hint="use torch's dtype names, e.g. 'float32'")
         state[str(key)] = (shape, name)
@@ -269,10 +265,6 @@ def _target_state(target: Target, kwargs: Dict[str, Any], report: "Report") -> S
         report.problems.extend(f"target {target.name!r}: the mapping's declared spec disagrees with the model: {d}"
                                for d in state_differences(spec, model_state(target, kwargs)))
     return spec
-
-
-def _dtype_name(dtype) -> str:
-    return dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
 
 
 def _shape(shape) -> List[int]:
