@@ -4,8 +4,6 @@ checks that keep the spec honest (it is compared with the model wherever torch i
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -109,29 +107,6 @@ def test_a_malformed_spec_is_a_mapping_error(checkpoints, tmp_path, run_cli):
     assert not (tmp_path / "x.safetensors").exists()
 
 
-def test_large_permutations_load_torch_small_ones_do_not(checkpoints, tmp_path):
-    """Above ``writer.NUMPY_LIMIT`` bytes to permute, torch's faster copy is worth its import."""
-    script = textwrap.dedent("""
-        import sys
-        from tf2pt import writer
-        from tf2pt.cli import cli
-        writer.NUMPY_LIMIT = int(sys.argv[1])
-        cli.main(args=["convert", sys.argv[2], "-m", sys.argv[3], "-o", sys.argv[4], "--quiet"], standalone_mode=False)
-        print("torch" in sys.modules)
-    """)
-    ckpt = checkpoints("bench_blocks")
-    loaded = {}
-    for limit in (0, 1 << 30):
-        out = tmp_path / f"{limit}.safetensors"
-        r = subprocess.run([sys.executable, "-c", script, str(limit), ckpt, str(TRANSPOSED), str(out)],
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
-        loaded[limit] = r.stdout.split()[-1]
-    assert loaded == {0: "True", 1 << 30: "False"}
-    a, b = load_file(str(tmp_path / "0.safetensors")), load_file(str(tmp_path / f"{1 << 30}.safetensors"))
-    assert all(np.array_equal(a[k], b[k]) for k in a)
-
-
 class _Arrays:
     """The slice of the Checkpoint interface that Entry uses."""
 
@@ -162,14 +137,32 @@ def test_numpy_and_torch_make_the_same_bytes(name, dtype):
     assert bytes(array_bytes(made)) == bytes(tensor_bytes(entry.tensor(ckpt)))
 
 
-@pytest.mark.parametrize("name, shape", [("dense", (700, 900)), ("conv3d", (3, 3, 3, 96, 128))])
-def test_large_tensors_are_permuted_by_slabs_in_threads(name, shape):
-    """Above 1 MiB the numpy copy is split across cores; the bytes stay torch's."""
-    value = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
-    assert value.nbytes > 1 << 20
+@pytest.mark.parametrize("name, shape", [("dense", (700, 900)), ("dense", (1024, 300)), ("conv3d", (3, 3, 3, 96, 160)),
+                                         ("conv2d", (5, 5, 64, 130)), ("conv_transpose1d", (9, 200, 150))])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8", "complex64"])
+def test_large_tensors_are_permuted_in_tiles_with_torchs_bytes(name, shape, dtype):
+    """Above 1 MiB numpy permutes in cache-sized tiles; the bytes stay torch's, ragged edges too."""
+    value = (np.random.default_rng(5).standard_normal(shape) * 50).astype(dtype)
     ckpt = _Arrays({"v": value})
-    entry = Entry("k", TRANSFORMS[name].out_shape(shape), "float32", source="v", transform=TRANSFORMS[name])
+    entry = Entry("k", TRANSFORMS[name].out_shape(shape), dtype, source="v", transform=TRANSFORMS[name])
     assert bytes(array_bytes(entry.array(ckpt, Scratch()))) == bytes(tensor_bytes(entry.tensor(ckpt)))
+
+
+@pytest.mark.parametrize("shape, axes", [((1030, 700), (1, 0)), ((3, 3, 3, 64, 1000), (4, 3, 0, 1, 2)),
+                                         ((40, 50, 300), (2, 0, 1)), ((200, 9, 300), (0, 2, 1)),
+                                         ((6, 300, 7, 200), (1, 3, 0, 2))])
+def test_tiled_copy_equals_numpys_for_any_permutation(shape, axes, monkeypatch):
+    from tf2pt import conversion
+
+    value = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    view = value.transpose(axes)
+    calls = []
+    copyto = np.copyto
+    monkeypatch.setattr(conversion.np, "copyto", lambda dst, src: (calls.append(1), copyto(dst, src)))
+    out = np.empty(view.shape, view.dtype)
+    conversion._blocked_copy(out, view)
+    assert len(calls) > 1  # it tiled
+    np.testing.assert_array_equal(out, view)
 
 
 def test_numpy_declines_what_only_torch_does_exactly():
@@ -228,7 +221,7 @@ def test_source_hashes_in_parallel_match_hashlib(tmp_path, monkeypatch, cores):
     from tf2pt.errors import CheckpointNotFoundError
 
     files = []
-    for i, size in enumerate([3 << 20, 10, 0, 1 << 20, 5]):
+    for i, size in enumerate([(9 << 20) + 3, 10, 0, 1 << 20, 5]):  # the first spans 3 chunks
         f = tmp_path / f"f{i}"
         f.write_bytes(np.random.default_rng(i).bytes(size))
         files.append(f)

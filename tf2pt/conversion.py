@@ -12,6 +12,7 @@ disk one at a time instead.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -84,31 +85,46 @@ class Entry:
         self.transform.check_rank(tuple(source.shape))
         view = source.transpose(self.transform.perm(source.ndim))
         out = scratch.array(view.shape, view.dtype) if scratch is not None else np.empty(view.shape, view.dtype)
-        _parallel_copy(out, view)
+        _blocked_copy(out, view)
         return out
 
 
-def _parallel_copy(out: np.ndarray, view: np.ndarray, min_bytes: int = 1 << 20) -> None:
-    """``out[...] = view`` in slabs along the first axis, one per core: numpy's strided copy
-    releases the GIL but uses one core (about 1 GiB/s here for a transposed copy)."""
-    workers = min(os.cpu_count() or 1, 8, out.shape[0] if out.ndim else 1)
-    if workers < 2 or out.nbytes < min_bytes:
+def _blocked_copy(out: np.ndarray, view: np.ndarray, lines: int = 16, min_run: int = 128,
+                  min_bytes: int = 1 << 20) -> None:
+    """``out[...] = view`` for a C-contiguous ``out`` and a permuted ``view``, in tiles.
+
+    numpy copies in the destination's order, so a transposed source is read one element per
+    cache line (about 1 GiB/s here, and worst for power-of-two row strides, whose lines compete
+    for the same cache sets). Each tile here spans the whole of the source's contiguous axis
+    and about ``lines`` source rows (the destination's innermost axes are taken whole while
+    they fit in ``2 * lines``, as a 3x3x3 kernel's 27 do), so the rows stay in cache until every
+    element of each line is used. Measured here with sources out of cache: a 1024x1024 float32
+    transpose at about 5 GiB/s instead of 0.9, a 3x3x3x512x512 conv kernel at about 4 instead
+    of 1.1 -- as fast as torch's two-thread copy, without importing torch. A single thread:
+    splitting tiles across threads lost more to the GIL than it gained. Tensors under
+    ``min_bytes`` (in cache anyway) and short contiguous runs keep numpy's copy.
+    """
+    if out.ndim < 2 or out.nbytes < min_bytes:
         np.copyto(out, view)
         return
-    bounds = [out.shape[0] * i // workers for i in range(workers + 1)]
-    list(_pool().map(lambda i: np.copyto(out[bounds[i]:bounds[i + 1]], view[bounds[i]:bounds[i + 1]]), range(workers)))
-
-
-_POOL = None
-
-
-def _pool():
-    global _POOL
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8), thread_name_prefix="tf2pt-copy")
-    return _POOL
+    # the source's contiguous axis: its smallest stride (axes of length 1 have no stride to speak of)
+    s = min(range(view.ndim), key=lambda a: abs(view.strides[a]) if view.shape[a] > 1 else 1 << 62)
+    if s == view.ndim - 1 or view.shape[s] < min_run:
+        np.copyto(out, view)  # already read in order, or too short a run to repay the tiling
+        return
+    others = [a for a in range(view.ndim) if a != s]
+    step = {}
+    rows = 1  # source rows per tile so far
+    for a in reversed(others):  # the destination's innermost axes first
+        size = out.shape[a]
+        step[a] = size if rows * size <= 2 * lines else max(1, min(size, lines // rows))
+        rows *= step[a]
+    index = [slice(None)] * out.ndim
+    for starts in itertools.product(*(range(0, out.shape[a], step[a]) for a in others)):
+        for a, start in zip(others, starts):
+            index[a] = slice(start, start + step[a])
+        tile = tuple(index)
+        np.copyto(out[tile], view[tile])
 
 
 #: dtypes numpy and torch share: torch.from_numpy takes them directly, and either framework
@@ -396,15 +412,23 @@ def prepare(path, mapping="highresnet", target: Optional[str] = None, strict: bo
 
 
 def file_sha256(path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file, hashed straight from a memory map (no copy into Python buffers)."""
     import hashlib
+    import mmap
 
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                return h.hexdigest()
-            h.update(block)
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return h.hexdigest()
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            view = memoryview(mm)
+            try:
+                for start in range(0, size, chunk):
+                    h.update(view[start:start + chunk])
+            finally:
+                view.release()
+    return h.hexdigest()
 
 
 class BackgroundHashes:

@@ -22,7 +22,7 @@ import json
 import os
 import struct
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._atomic import atomic_output
 from .errors import InputError
@@ -230,20 +230,10 @@ def array_bytes(array) -> memoryview:
     return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
-#: Above this many bytes of tensors to convert (not copied as they are), a conversion that has
-#: not loaded torch loads it: torch's permuted copy runs at about 9 GiB/s here against numpy's
-#: 1 GiB/s, which repays torch's import (about 1.1 s) from about 1 GiB on.
-NUMPY_LIMIT = 1 << 30
-
-
 def _copied_as_is(checkpoint, entry) -> bool:
     info = checkpoint.variables.get(entry.source) if entry.source else None
     return (info is not None and entry.transform is not None and entry.transform.name == "identity"
             and info.dtype == dtype_name(entry.dtype))
-
-
-def _converted_bytes(checkpoint, entries) -> int:
-    return sum(nbytes(e.shape, e.dtype) for e in entries if not _copied_as_is(checkpoint, e))
 
 
 def fill_entry(checkpoint, entry, sink: Sink, scratch: Optional[Scratch] = None) -> None:
@@ -270,8 +260,6 @@ def write_entries(checkpoint, entries, path, metadata: Optional[Dict[str, str]] 
     """
     if output_format(path) == "safetensors":
         ordered = file_order(checkpoint, entries)
-        if "torch" not in sys.modules and _converted_bytes(checkpoint, ordered) > NUMPY_LIMIT:
-            import torch  # noqa: F401  (fill_entry then permutes with torch)
         items = [(e.key, e.shape, dtype_name(e.dtype)) for e in ordered]
         scratch = Scratch()
         write_safetensors(path, items, lambda i, sink: fill_entry(checkpoint, ordered[i], sink, scratch), metadata, force,
