@@ -274,7 +274,9 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_s
             writer.write_entries(ckpt, entries, output,
                                  metadata=conv.provenance(ckpt, report, hashes and hashes.placeholder()),
                                  force=force, progress=advance,
-                                 final_metadata=hashes and (lambda: conv.provenance(ckpt, report, hashes.result())))
+                                 final_metadata=hashes and (lambda: conv.provenance(ckpt, report, hashes.result())),
+                                 # the writer's second thread only where a core is left beside the hashing
+                                 prefetch=not hashes or (os.cpu_count() or 1) > hashes.workers + 1)
         if hashes:
             hashes.result()
     report.output = output

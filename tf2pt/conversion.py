@@ -411,24 +411,20 @@ def prepare(path, mapping="highresnet", target: Optional[str] = None, strict: bo
     return checkpoint, entries, report
 
 
-def file_sha256(path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file, hashed straight from a memory map (no copy into Python buffers)."""
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, read in chunks into one reused buffer (small enough to stay in cache
+    between the read and the hash; a memory map would instead count the whole file in RSS)."""
     import hashlib
-    import mmap
 
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            return h.hexdigest()
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            view = memoryview(mm)
-            try:
-                for start in range(0, size, chunk):
-                    h.update(view[start:start + chunk])
-            finally:
-                view.release()
-    return h.hexdigest()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                return h.hexdigest()
+            h.update(view[:n])
 
 
 class BackgroundHashes:
@@ -448,8 +444,10 @@ class BackgroundHashes:
         self._todo: "queue.Queue[str]" = queue.Queue()
         for f in sorted(self.files, key=_size, reverse=True):
             self._todo.put(f)
-        workers = max(1, min(len(self.files), (os.cpu_count() or 1) - 1, 4))
-        self._threads = [threading.Thread(target=self._run, name=f"tf2pt-sha256-{i}", daemon=True) for i in range(workers)]
+        #: the threads hashing (busy until the largest file is done)
+        self.workers = max(1, min(len(self.files), (os.cpu_count() or 1) - 1, 4))
+        self._threads = [threading.Thread(target=self._run, name=f"tf2pt-sha256-{i}", daemon=True)
+                         for i in range(self.workers)]
         for t in self._threads:
             t.start()
 

@@ -811,15 +811,25 @@ class BundleCheckpoint(Checkpoint):
     def copy_to(self, name: str, sink) -> None:
         """Write the raw bytes of ``name`` to ``sink`` (see :class:`tf2pt.writer.Sink`) straight
         from the memory map, after checking their CRC32C; then release their pages."""
+        data = self.verified_bytes(name)
+        if data is None:
+            super().copy_to(name, sink)
+            return
+        sink.write(data)
+        entry = self._entries[name]
+        self._release_range(entry.shard, entry.offset, entry.size)
+
+    def verified_bytes(self, name: str) -> Optional[memoryview]:
+        """The raw little-endian bytes of ``name`` as a view of the memory map, CRC32C checked,
+        when they are stored whole as they are to be written; ``None`` for partitioned,
+        big-endian, string and unknown variables (use :meth:`copy_to`)."""
         entry = self._entries.get(name)
         np_dtype = dtypes.numpy_dtype(entry.dtype) if entry is not None else None
         if entry is None or entry.slices or self.big_endian or np_dtype is None or np_dtype == object:
-            super().copy_to(name, sink)
-            return
+            return None
         data = self._bytes(entry)
         self._verify(repr(name), entry, data)
-        sink.write(data)
-        self._release_range(entry.shard, entry.offset, entry.size)
+        return data
 
     def _release_range(self, shard: int, offset: int, size: int) -> None:
         """Drop the pages of ``[offset, offset + size)`` from this process's memory (they stay

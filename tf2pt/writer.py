@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._atomic import atomic_output
@@ -236,34 +235,113 @@ def _copied_as_is(checkpoint, entry) -> bool:
             and info.dtype == dtype_name(entry.dtype))
 
 
+def entry_bytes(checkpoint, entry, scratch: Optional[Scratch] = None):
+    """The bytes to write for one planned entry without torch: a CRC-checked view of the source
+    when layout and dtype are unchanged, else the tensor numpy converts (see ``Entry.array``;
+    with ``scratch``, valid until its next use). ``None`` where only :func:`fill_entry` can."""
+    if _copied_as_is(checkpoint, entry):
+        verified = getattr(checkpoint, "verified_bytes", None)
+        return verified(entry.source) if verified is not None else None
+    array = entry.array(checkpoint, scratch)
+    return None if array is None else array_bytes(array)
+
+
 def fill_entry(checkpoint, entry, sink: Sink, scratch: Optional[Scratch] = None) -> None:
-    """Write one planned entry: raw bytes straight from the source when layout and dtype are
-    unchanged (CRC checked first), else the converted tensor's bytes -- made by numpy while
-    torch is not loaded and numpy gives the same bytes (see ``Entry.array``), else by torch."""
+    """Write one planned entry whatever it needs: :func:`entry_bytes` where it can, else
+    :func:`fill_entry_slowly`."""
+    data = entry_bytes(checkpoint, entry, scratch)
+    if data is None:
+        fill_entry_slowly(checkpoint, entry, sink, scratch)
+    else:
+        sink.write(data)
+
+
+def fill_entry_slowly(checkpoint, entry, sink: Sink, scratch: Optional[Scratch] = None) -> None:
+    """What :func:`entry_bytes` declines: the source's own copy (partitioned or big-endian
+    variables), else torch (a dtype change numpy does not make exactly, a computed fill)."""
     if _copied_as_is(checkpoint, entry):
         checkpoint.copy_to(entry.source, sink)
-        return
-    array = None if "torch" in sys.modules else entry.array(checkpoint, scratch)
-    if array is not None:
-        sink.write(array_bytes(array))
     else:
         sink.write(tensor_bytes(entry.tensor(checkpoint, scratch)))
 
 
+#: Tensors of this size range are made ready (read, CRC-checked, converted) in a second thread
+#: while the one before is written. Smaller ones gain less than the hand-over costs; larger ones
+#: would hold a second large tensor in memory (the limit bounds what prefetching adds to it).
+PREFETCH_MIN = 1 << 20
+PREFETCH_MAX = 64 << 20
+
+
+class Prefetch:
+    """A ``fill`` for :func:`write_safetensors` that overlaps making item ``i + 1`` ready with
+    writing item ``i`` (on two cores: the write is a kernel copy, the preparation a CRC and a
+    permuted copy, both outside the GIL). ``prepare(i, scratch)`` returns the bytes of item
+    ``i`` or ``None``, in which case ``fallback(i, sink, scratch)`` writes it with nothing in
+    flight; ``sizes[i]`` decide which items are worth prefetching. Two scratch buffers alternate
+    between prefetched items, so the one being written is never the one being filled; a third
+    serves items too large to prefetch. Use as a context manager: leaving it waits for the
+    item in flight, so the checkpoint is never closed under it. ``enabled=False`` (or one core)
+    makes every item ready in the writing thread."""
+
+    def __init__(self, prepare, fallback, sizes: Sequence[int], enabled: bool = True):
+        self._prepare, self._fallback, self._sizes = prepare, fallback, list(sizes)
+        self._enabled = enabled and (os.cpu_count() or 1) > 1
+        self._scratch = [Scratch(), Scratch(), Scratch()]
+        self._pending: Dict[int, Any] = {}
+        self._pool = None
+
+    def _eligible(self, i: int) -> bool:
+        return self._enabled and i < len(self._sizes) and PREFETCH_MIN <= self._sizes[i] <= PREFETCH_MAX
+
+    def _make(self, i: int):
+        return self._prepare(i, self._scratch[i % 2 if self._eligible(i) else 2])
+
+    def __call__(self, i: int, sink: Sink) -> None:
+        future = self._pending.pop(i, None)
+        data = future.result() if future is not None else self._make(i)
+        if data is None:
+            self._fallback(i, sink, self._scratch[2])
+        if self._eligible(i + 1):
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tf2pt-prefetch")
+            self._pending[i + 1] = self._pool.submit(self._make, i + 1)
+        if data is not None:
+            sink.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for future in self._pending.values():
+            try:
+                future.result()
+            except BaseException:  # the error being raised, if any, is the one that matters
+                pass
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
 def write_entries(checkpoint, entries, path, metadata: Optional[Dict[str, str]] = None, force: bool = False,
                   progress: Optional[ProgressFn] = None,
-                  final_metadata: Optional[Callable[[], Dict[str, str]]] = None) -> None:
+                  final_metadata: Optional[Callable[[], Dict[str, str]]] = None, prefetch: bool = True) -> None:
     """Write a planned conversion (see :func:`tf2pt.conversion.plan`) to ``path``.
 
-    ``.safetensors`` streams one tensor at a time in file order; ``.pth`` materialises the
-    state dict first (torch.save needs it whole).
+    ``.safetensors`` streams one tensor at a time in file order, the next one made ready in a
+    second thread unless ``prefetch`` is false (see :class:`Prefetch`); ``.pth`` materialises
+    the state dict first (torch.save needs it whole).
     """
     if output_format(path) == "safetensors":
         ordered = file_order(checkpoint, entries)
         items = [(e.key, e.shape, dtype_name(e.dtype)) for e in ordered]
-        scratch = Scratch()
-        write_safetensors(path, items, lambda i, sink: fill_entry(checkpoint, ordered[i], sink, scratch), metadata, force,
-                          progress, final_metadata, after_item=lambda i: _release(checkpoint, ordered[i].source))
+        fill = Prefetch(lambda i, scratch: entry_bytes(checkpoint, ordered[i], scratch),
+                        lambda i, sink, scratch: fill_entry_slowly(checkpoint, ordered[i], sink, scratch),
+                        [nbytes(shape, dtype) for _, shape, dtype in items], enabled=prefetch)
+        with fill:
+            write_safetensors(path, items, fill, metadata, force, progress, final_metadata,
+                              after_item=lambda i: _release(checkpoint, ordered[i].source))
     else:
         state_dict = {}
         for e in entries:

@@ -1,0 +1,111 @@
+"""The streaming writer's second thread: the next tensor is read, CRC-checked and converted while
+the one before is written. Its output must be the single-threaded output byte for byte, and its
+errors the same errors, with nothing left behind."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tf2pt import conversion, writer
+from tf2pt.cli import cli
+from tf2pt.errors import CorruptCheckpointError
+from tf2pt.reader import open_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+MAPPINGS = {"transposed": ROOT / "benchmarks" / "generic_mapping.py", "layout kept": ROOT / "benchmarks" / "identity_mapping.py"}
+
+
+@pytest.fixture
+def prefetch_all(monkeypatch):
+    """Prefetch every tensor (the fixtures' tensors are smaller than the real threshold) and
+    record which thread made each one ready."""
+    monkeypatch.setattr(writer, "PREFETCH_MIN", 0)
+    made = []
+    entry_bytes = writer.entry_bytes
+
+    def spy(checkpoint, entry, scratch=None):
+        made.append((entry.key, threading.current_thread().name))
+        return entry_bytes(checkpoint, entry, scratch)
+
+    monkeypatch.setattr(writer, "entry_bytes", spy)
+    return made
+
+
+def convert(ckpt, mapping, out, prefetch):
+    checkpoint, entries, report = conversion.prepare(ckpt, str(mapping))
+    with checkpoint:
+        writer.write_entries(checkpoint, entries, out, prefetch=prefetch)
+    return entries
+
+
+@pytest.mark.parametrize("kind", sorted(MAPPINGS))
+def test_prefetched_output_is_the_single_threaded_output(checkpoints, tmp_path, prefetch_all, kind):
+    ckpt = checkpoints("bench_blocks")
+    entries = convert(ckpt, MAPPINGS[kind], tmp_path / "one.safetensors", prefetch=False)
+    assert {thread for _, thread in prefetch_all} == {threading.current_thread().name}
+    prefetch_all.clear()
+    convert(ckpt, MAPPINGS[kind], tmp_path / "two.safetensors", prefetch=True)
+    assert (tmp_path / "one.safetensors").read_bytes() == (tmp_path / "two.safetensors").read_bytes()
+    # the first tensor is made ready by the writing thread, every later one by the second thread
+    assert len(prefetch_all) == len(entries) == 8
+    assert prefetch_all[0][1] == threading.current_thread().name
+    assert all(thread.startswith("tf2pt-prefetch") for _, thread in prefetch_all[1:])
+    assert not [t for t in threading.enumerate() if t.name.startswith("tf2pt-prefetch")]
+
+
+def test_a_corrupt_tensor_found_while_prefetching_fails_cleanly(checkpoints, tmp_path, prefetch_all):
+    src = Path(checkpoints("bench_blocks"))
+    damaged = tmp_path / "ckpt"
+    damaged.mkdir()
+    for f in src.parent.glob(src.name + ".*"):
+        shutil.copy(f, damaged / f.name)
+    prefix = damaged / src.name
+    with open_checkpoint(str(prefix)) as ckpt:
+        names = sorted((n for n in ckpt.variables if ckpt.variables[n].role == "inference"), key=ckpt.entry_location)
+        shard, offset = ckpt.entry_location(names[3])
+    data = next(damaged.glob(src.name + ".data-*"))
+    raw = bytearray(data.read_bytes())
+    raw[offset + 10] ^= 0x40
+    data.write_bytes(bytes(raw))
+    out = tmp_path / "out" / "x.safetensors"
+    out.parent.mkdir()
+    with pytest.raises(CorruptCheckpointError, match=f"variable '{names[3]}' fails its CRC32C check"):
+        convert(str(prefix), MAPPINGS["layout kept"], out, prefetch=True)
+    assert list(out.parent.iterdir()) == []  # no output, no temporary file
+    assert any(thread.startswith("tf2pt-prefetch") for key, thread in prefetch_all if key == names[3].replace("/", "."))
+    assert not [t for t in threading.enumerate() if t.name.startswith("tf2pt-prefetch")]
+
+
+def test_dump_prefetches_and_writes_what_the_reader_reads(checkpoints, tmp_path, monkeypatch):
+    from safetensors.numpy import load_file
+
+    monkeypatch.setattr(writer, "PREFETCH_MIN", 0)
+    ckpt = checkpoints("bench_blocks")
+    r = CliRunner().invoke(cli, ["dump", ckpt, "--state-dict", str(tmp_path / "d.safetensors")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    got = load_file(str(tmp_path / "d.safetensors"))
+    with open_checkpoint(ckpt) as reader:
+        assert sorted(got) == sorted(n for n in reader.variables if reader.variables[n].role == "inference")
+        for name, value in got.items():
+            assert value.tobytes() == reader.read(name).tobytes()
+
+
+@pytest.mark.parametrize("cores, hash_sources, expected", [(2, True, False), (2, False, True), (4, True, True)])
+def test_convert_prefetches_only_where_the_hashing_leaves_a_core(checkpoints, tmp_path, monkeypatch, cores, hash_sources,
+                                                              expected):
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    seen = []
+    write_entries = writer.write_entries
+    monkeypatch.setattr(writer, "write_entries", lambda *a, **k: (seen.append(k["prefetch"]), write_entries(*a, **k)))
+    args = ["convert", checkpoints("bench_blocks"), "-m", str(MAPPINGS["transposed"]), "-o", str(tmp_path / "x.safetensors"),
+            "--quiet", "--hash-sources" if hash_sources else "--no-hash-sources"]
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert seen == [expected]
