@@ -34,6 +34,7 @@ r = tf.train.load_checkpoint(sys.argv[1])
 sd = {n: torch.from_numpy(r.get_tensor(n)) for n in r.get_variable_to_shape_map()}
 torch.save(sd, sys.argv[2])
 """
+SHA256 = "import sys; from tf2pt.conversion import file_sha256; [file_sha256(p) for p in sys.argv[1:]]"
 TF_LIST = "import sys, tensorflow as tf; print(len(tf.train.list_variables(sys.argv[1])))"
 
 
@@ -153,12 +154,15 @@ def main(argv=None):
             os.sync()  # no earlier run's dirty pages may be written back during the next one
 
         cp = measure("cp (data files)", ["cp", *map(str, data), str(out)], args.repeat, clean)
+        sha = measure("sha256 of the source files alone (tf2pt's hashing; what --hash-sources adds)",
+                      [PY, "-c", SHA256, *map(str, data), prefix + ".index"], args.repeat, clean)
         dump = measure("tf2pt dump -> safetensors", [PY, "-m", "tf2pt", "dump", prefix, "--state-dict", str(out / "d.safetensors"), "--quiet"], args.repeat, clean)
         convi = measure("tf2pt convert -> safetensors (layout kept)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "i.safetensors"), "--quiet"], args.repeat, clean)
         convn = measure("tf2pt convert -> safetensors (layout kept, --no-hash-sources)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "n.safetensors"), "--quiet", "--no-hash-sources"], args.repeat, clean)
         conv = measure("tf2pt convert -> safetensors (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.safetensors"), "--quiet"], args.repeat, clean)
+        convtn = measure("tf2pt convert -> safetensors (transposed, --no-hash-sources)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "t.safetensors"), "--quiet", "--no-hash-sources"], args.repeat, clean)
         convp = measure("tf2pt convert -> .pth (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.pth"), "--quiet"], args.repeat, clean)
-        results += [cp, dump, convi, convn, conv, convp]
+        results += [cp, sha, dump, convi, convn, conv, convtn, convp]
         tf = None
         if not args.skip_tf:
             tf = measure("TF path: tf.train.load_checkpoint + torch.save", [PY, "-c", TF_PATH, prefix, str(out / "tf.pth")], args.repeat, clean)

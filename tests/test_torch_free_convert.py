@@ -233,3 +233,51 @@ def test_source_hashes_in_parallel_match_hashlib(tmp_path, monkeypatch, cores):
     assert got == {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     with pytest.raises(CheckpointNotFoundError, match="cannot read for hashing"):
         BackgroundHashes(files + [tmp_path / "gone"]).result()
+
+
+@pytest.mark.parametrize("name, shape", [("dense", (300, 1000)), ("conv3d", (3, 3, 3, 20, 700)), ("dense", (5, 0))])
+@pytest.mark.parametrize("piece_bytes", [1, 4096, 200_000, 1 << 30])
+def test_pieces_are_the_array_in_slabs(name, shape, piece_bytes):
+    """Slabs of 128 rows at least where that keeps them under 4 pieces' size, a ragged last slab,
+    empty tensors: the same bytes as one array."""
+    value = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    ckpt = _Arrays({"v": value})
+    entry = Entry("k", TRANSFORMS[name].out_shape(shape), "float32", source="v", transform=TRANSFORMS[name])
+    scratch = Scratch()
+    pieces = [bytes(array_bytes(p)) for p in entry.pieces(ckpt, scratch, piece_bytes)]
+    whole = entry.array(ckpt)
+    assert b"".join(pieces) == bytes(array_bytes(whole))
+    row = whole[:1].nbytes
+    assert all(len(p) <= max(row, 4 * piece_bytes) for p in pieces)
+    if piece_bytes >= whole.nbytes:
+        assert len(pieces) == (1 if whole.size else 0)
+    elif piece_bytes == 1:
+        assert len(pieces) == whole.shape[0]  # a row each: a slab is never under one row
+    elif 128 * row <= 4 * piece_bytes:
+        assert all(len(p) >= 128 * row for p in pieces[:-1]) and len(pieces) > 1
+
+
+def test_large_converted_tensors_are_written_in_slabs_within_bounded_memory(checkpoints, tmp_path, monkeypatch):
+    """Above ``writer.SLAB_BYTES`` a converted tensor is made slab by slab into one reused
+    buffer: the file is the same, and the buffer never holds more than a slab."""
+    from tf2pt import conversion, writer
+
+    ckpt = checkpoints("bench_blocks")
+    checkpoint, entries, _ = conversion.prepare(ckpt, str(TRANSPOSED))
+    with checkpoint:
+        writer.write_entries(checkpoint, entries, tmp_path / "whole.safetensors", prefetch=False)
+        sizes = []
+        scratch_array = writer.Scratch.array
+
+        def spy(self, shape, dtype):
+            sizes.append(writer.nbytes(shape, np.dtype(dtype).name))
+            return scratch_array(self, shape, dtype)
+
+        monkeypatch.setattr(writer.Scratch, "array", spy)
+        monkeypatch.setattr(writer, "SLAB_BYTES", 1024)
+        monkeypatch.setattr(conversion, "SLAB_MIN_ROWS", 4)
+        writer.write_entries(checkpoint, entries, tmp_path / "slabs.safetensors", prefetch=False)
+    assert (tmp_path / "whole.safetensors").read_bytes() == (tmp_path / "slabs.safetensors").read_bytes()
+    tensor = max(writer.nbytes(e.shape, e.dtype) for e in entries)
+    row = tensor // entries[0].shape[0]
+    assert len(sizes) > len(entries) and max(sizes) == 4 * row < tensor

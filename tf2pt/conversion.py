@@ -67,6 +67,24 @@ class Entry:
         (no dtype change, a plain numeric dtype, a constant fill), else ``None``. Lets a
         conversion that never needed torch finish without importing it. With ``scratch``, the
         result is only valid until the next call."""
+        value = self._numpy_value(checkpoint)
+        return _copied(value.view, scratch) if isinstance(value, _Permuted) else value
+
+    def pieces(self, checkpoint, scratch=None, piece_bytes: int = 32 << 20) -> Optional[Iterator[np.ndarray]]:
+        """:meth:`array` in C-ordered slabs along the first axis, each made when asked for, of
+        about ``piece_bytes`` (see :data:`SLAB_MIN_ROWS`): converting
+        a large tensor then needs a slab of memory besides the source, not a second copy of the
+        tensor. ``None`` where :meth:`array` is; a tensor that needs no permutation is one piece."""
+        value = self._numpy_value(checkpoint)
+        if value is None:
+            return None
+        if not isinstance(value, _Permuted):
+            return iter([value])
+        return _slabs(value.view, scratch, piece_bytes)
+
+    def _numpy_value(self, checkpoint):
+        """The finished numpy value, a :class:`_Permuted` source view still to be copied, or
+        ``None`` (numpy would not give exactly what torch gives)."""
         if self.dtype not in _TORCH_NATIVE:
             return None
         if self.fill is not None:
@@ -83,10 +101,32 @@ class Entry:
             value = self.transform(source)
             return value if value.flags.c_contiguous else np.ascontiguousarray(value)  # (keeps 0-d arrays 0-d)
         self.transform.check_rank(tuple(source.shape))
-        view = source.transpose(self.transform.perm(source.ndim))
-        out = scratch.array(view.shape, view.dtype) if scratch is not None else np.empty(view.shape, view.dtype)
-        _blocked_copy(out, view)
-        return out
+        return _Permuted(source.transpose(self.transform.perm(source.ndim)))
+
+
+@dataclass(frozen=True)
+class _Permuted:
+    view: np.ndarray  # a permuted view of the source, not yet copied
+
+
+#: the rows a slab of :meth:`Entry.pieces` has at least, if that keeps it within 4 pieces'
+#: size: a slab's rows are the source's contiguous run in a transposed copy, and shorter runs
+#: than this lose the tiling's speed
+SLAB_MIN_ROWS = 128
+
+
+def _slabs(view: np.ndarray, scratch, piece_bytes: int) -> Iterator[np.ndarray]:
+    row = max(1, view[:1].nbytes)
+    step = max(1, piece_bytes // row, min(SLAB_MIN_ROWS, 4 * piece_bytes // row))
+    for start in range(0, view.shape[0], step):
+        yield _copied(view[start:start + step], scratch)
+
+
+def _copied(view: np.ndarray, scratch) -> np.ndarray:
+    """A C-ordered copy of ``view``, in ``scratch`` if given."""
+    out = scratch.array(view.shape, view.dtype) if scratch is not None else np.empty(view.shape, view.dtype)
+    _blocked_copy(out, view)
+    return out
 
 
 def _blocked_copy(out: np.ndarray, view: np.ndarray, lines: int = 16, min_run: int = 128,

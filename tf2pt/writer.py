@@ -9,9 +9,12 @@ Memory needed:
 * ``.safetensors`` is streamed tensor by tensor: the header first (every shape is known from
   the plan), then each tensor in the order the tensors lie in the checkpoint's data files --
   written straight from the source's memory map when no layout change is needed (CRC checked
-  first), else one converted tensor at a time (a permutation is one torch copy out of the
-  memory map). Source pages are released once written, so peak memory is about the largest
-  tensor whatever the model size. Dumping to safetensors needs no torch.
+  first), else converted into a reused buffer (by numpy, in cache-sized tiles; tensors above
+  :data:`SLAB_BYTES` slab by slab). Source pages are released once written, so peak memory is
+  about the largest tensor plus one slab (32 MiB; up to 128 MiB for tensors of very long
+  rows) whatever the model size. The next tensor of 1-32 MiB is made ready in a second thread
+  meanwhile (:class:`Prefetch`), which adds its pages and two 32 MiB buffers at most: about
+  the largest tensor + 250 MiB in all, at worst. Dumping to safetensors needs no torch.
 * ``.pth`` goes through ``torch.save``, which serialises one dict: the whole state dict is in
   memory at once (peak about the model size, plus torch's own buffers).
 """
@@ -235,15 +238,33 @@ def _copied_as_is(checkpoint, entry) -> bool:
             and info.dtype == dtype_name(entry.dtype))
 
 
+#: Tensors converted by numpy above this size are made and written in slabs of this size, so
+#: the converted copy never doubles the memory a large tensor needs.
+SLAB_BYTES = 32 << 20
+
+
 def entry_bytes(checkpoint, entry, scratch: Optional[Scratch] = None):
     """The bytes to write for one planned entry without torch: a CRC-checked view of the source
     when layout and dtype are unchanged, else the tensor numpy converts (see ``Entry.array``;
-    with ``scratch``, valid until its next use). ``None`` where only :func:`fill_entry` can."""
+    with ``scratch``, valid until its next use) -- above :data:`SLAB_BYTES`, an iterator of
+    slabs made as they are written. ``None`` where only :func:`fill_entry_slowly` can."""
     if _copied_as_is(checkpoint, entry):
         verified = getattr(checkpoint, "verified_bytes", None)
         return verified(entry.source) if verified is not None else None
+    if nbytes(entry.shape, entry.dtype) > SLAB_BYTES:
+        pieces = entry.pieces(checkpoint, scratch, SLAB_BYTES)
+        return None if pieces is None else (array_bytes(piece) for piece in pieces)
     array = entry.array(checkpoint, scratch)
     return None if array is None else array_bytes(array)
+
+
+def write_bytes(sink: Sink, data) -> None:
+    """Write what :func:`entry_bytes` returned: one buffer or an iterator of them."""
+    if isinstance(data, (memoryview, bytes, bytearray)):
+        sink.write(data)
+    else:
+        for piece in data:
+            sink.write(piece)
 
 
 def fill_entry(checkpoint, entry, sink: Sink, scratch: Optional[Scratch] = None) -> None:
@@ -253,7 +274,7 @@ def fill_entry(checkpoint, entry, sink: Sink, scratch: Optional[Scratch] = None)
     if data is None:
         fill_entry_slowly(checkpoint, entry, sink, scratch)
     else:
-        sink.write(data)
+        write_bytes(sink, data)
 
 
 def fill_entry_slowly(checkpoint, entry, sink: Sink, scratch: Optional[Scratch] = None) -> None:
@@ -265,11 +286,11 @@ def fill_entry_slowly(checkpoint, entry, sink: Sink, scratch: Optional[Scratch] 
         sink.write(tensor_bytes(entry.tensor(checkpoint, scratch)))
 
 
-#: Tensors of this size range are made ready (read, CRC-checked, converted) in a second thread
+#: Tensors in this size range are made ready (read, CRC-checked, converted) in a second thread
 #: while the one before is written. Smaller ones gain less than the hand-over costs; larger ones
 #: would hold a second large tensor in memory (the limit bounds what prefetching adds to it).
 PREFETCH_MIN = 1 << 20
-PREFETCH_MAX = 64 << 20
+PREFETCH_MAX = 32 << 20
 
 
 class Prefetch:
@@ -308,7 +329,7 @@ class Prefetch:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tf2pt-prefetch")
             self._pending[i + 1] = self._pool.submit(self._make, i + 1)
         if data is not None:
-            sink.write(data)
+            write_bytes(sink, data)
 
     def __enter__(self):
         return self
