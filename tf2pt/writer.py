@@ -247,7 +247,7 @@ def entry_bytes(checkpoint, entry, scratch: Optional[Scratch] = None):
     """The bytes to write for one planned entry without torch: a CRC-checked view of the source
     when layout and dtype are unchanged, else the tensor numpy converts (see ``Entry.array``;
     with ``scratch``, valid until its next use) -- above :data:`SLAB_BYTES`, an iterator of
-    slabs made as they are written. ``None`` where only :func:`fill_entry_slowly` can."""
+    slabs made as they are written. ``None`` where only :func:`fill_entry` can."""
     if _copied_as_is(checkpoint, entry):
         verified = getattr(checkpoint, "verified_bytes", None)
         return verified(entry.source) if verified is not None else None
@@ -268,18 +268,9 @@ def write_bytes(sink: Sink, data) -> None:
 
 
 def fill_entry(checkpoint, entry, sink: Sink, scratch: Optional[Scratch] = None) -> None:
-    """Write one planned entry whatever it needs: :func:`entry_bytes` where it can, else
-    :func:`fill_entry_slowly`."""
-    data = entry_bytes(checkpoint, entry, scratch)
-    if data is None:
-        fill_entry_slowly(checkpoint, entry, sink, scratch)
-    else:
-        write_bytes(sink, data)
-
-
-def fill_entry_slowly(checkpoint, entry, sink: Sink, scratch: Optional[Scratch] = None) -> None:
-    """What :func:`entry_bytes` declines: the source's own copy (partitioned or big-endian
-    variables), else torch (a dtype change numpy does not make exactly, a computed fill)."""
+    """Write what :func:`entry_bytes` declines: the source's own copy (partitioned or big-endian
+    variables), else torch's tensor (a dtype change numpy does not make exactly, a fill computed
+    by code)."""
     if _copied_as_is(checkpoint, entry):
         checkpoint.copy_to(entry.source, sink)
     else:
@@ -358,7 +349,7 @@ def write_entries(checkpoint, entries, path, metadata: Optional[Dict[str, str]] 
         ordered = file_order(checkpoint, entries)
         items = [(e.key, e.shape, dtype_name(e.dtype)) for e in ordered]
         fill = Prefetch(lambda i, scratch: entry_bytes(checkpoint, ordered[i], scratch),
-                        lambda i, sink, scratch: fill_entry_slowly(checkpoint, ordered[i], sink, scratch),
+                        lambda i, sink, scratch: fill_entry(checkpoint, ordered[i], sink, scratch),
                         [nbytes(shape, dtype) for _, shape, dtype in items], enabled=prefetch)
         with fill:
             write_safetensors(path, items, fill, metadata, force, progress, final_metadata,
