@@ -115,3 +115,27 @@ def test_convert_prefetches_only_where_the_hashing_leaves_a_core(checkpoints, tm
     r = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert seen == [expected]
+
+
+def test_an_interrupt_while_a_tensor_is_in_flight_leaves_nothing(checkpoints, tmp_path, prefetch_all, monkeypatch):
+    """Ctrl-C reaches the writing thread while the worker prepares the next tensor: the worker is
+    waited for (the checkpoint is not closed under it), and no output or thread is left."""
+    calls = []
+    write = writer.Sink.write
+
+    def interrupted(self, data):
+        calls.append(1)
+        if len(calls) == 4:  # the header, then the third tensor
+            raise KeyboardInterrupt
+        write(self, data)
+
+    monkeypatch.setattr(writer.Sink, "write", interrupted)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["convert", checkpoints("bench_blocks"), "-m", str(MAPPINGS["transposed"]), "-o", str(out / "x.safetensors"),
+            "--no-hash-sources"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 130 and "interrupted; no output was written" in r.output
+    assert list(out.iterdir()) == []
+    assert [thread for _, thread in prefetch_all][3].startswith("tf2pt-prefetch")  # the fourth was in flight
+    assert not [t for t in threading.enumerate() if t.name.startswith("tf2pt-prefetch")]
