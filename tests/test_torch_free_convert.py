@@ -228,6 +228,7 @@ def test_source_hashes_in_parallel_match_hashlib(tmp_path, monkeypatch, cores):
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     hashes = BackgroundHashes(files)
     assert len(hashes._threads) == cores - 1
+    assert hashes.busy == 1  # only the first file is over 1 MiB: the others take no core for long
     got = hashes.result()
     assert list(got) == [str(f) for f in files]  # the callers' order, whatever order they were hashed in
     assert got == {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}

@@ -276,7 +276,7 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_s
                                  force=force, progress=advance,
                                  final_metadata=hashes and (lambda: conv.provenance(ckpt, report, hashes.result())),
                                  # the writer's second thread only where a core is left beside the hashing
-                                 prefetch=not hashes or (os.cpu_count() or 1) > hashes.workers + 1)
+                                 prefetch=not hashes or (os.cpu_count() or 1) > hashes.busy + 1)
         if hashes:
             hashes.result()
     report.output = output
