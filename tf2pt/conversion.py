@@ -40,11 +40,8 @@ class Entry:
     transform: Optional[Transform] = None
     fill: Optional[Fill] = None
 
-    def tensor(self, checkpoint, scratch=None):
-        """The value as a CPU torch tensor in the target's dtype (reads the checkpoint).
-
-        ``scratch`` (a :class:`tf2pt.writer.Scratch`) lets a permutation be written into a reused
-        buffer instead of fresh memory; the result is then only valid until the next call."""
+    def tensor(self, checkpoint):
+        """The value as a CPU torch tensor in the target's dtype (reads the checkpoint)."""
         import torch
 
         dtype = getattr(torch, self.dtype)
@@ -57,8 +54,6 @@ class Entry:
         if self.transform.perm is not None and source.dtype.kind in "fiubc" and source.dtype.name in _TORCH_NATIVE:
             self.transform.check_rank(tuple(source.shape))
             view = _torch_view(source).permute(self.transform.perm(source.ndim))  # no copy yet
-            if scratch is not None and view.dtype == dtype:
-                return scratch.like(view).copy_(view)  # the one copy, into warm memory
             return view.contiguous().to(dtype)
         return numpy_to_torch(self.transform(source), copy=False).to(dtype)
 

@@ -66,9 +66,8 @@ def dump(path, csv_path: Optional[str] = None, state_path: Optional[str] = None,
                     locate = getattr(ckpt, "entry_location", None)
                     if locate is not None:
                         items.sort(key=lambda item: locate(item[0]))
-                    verified = getattr(ckpt, "verified_bytes", lambda name: None)
-                    fill = writer.Prefetch(lambda i, scratch: verified(items[i][0]),
-                                           lambda i, sink, scratch: ckpt.copy_to(items[i][0], sink),
+                    fill = writer.Prefetch(lambda i, scratch: ckpt.verified_bytes(items[i][0]),
+                                           lambda i, sink: ckpt.copy_to(items[i][0], sink),
                                            [writer.nbytes(shape, dt) for _, shape, dt in items])
                     with fill:
                         writer.write_safetensors(

@@ -146,6 +146,11 @@ class Checkpoint:
         for chunk in self.iter_chunks(name):
             sink.write(chunk)
 
+    def verified_bytes(self, name: str) -> Optional[memoryview]:
+        """The raw bytes of ``name`` as one checked buffer, where the source holds them so;
+        ``None`` here (use :meth:`copy_to`)."""
+        return None
+
     def info(self, name: str) -> VariableInfo:
         try:
             return self.variables[name]

@@ -217,13 +217,6 @@ class Scratch:
         dtype = np.dtype(dtype)
         return self._bytes(nbytes(shape, dtype.name)).view(dtype).reshape(shape)
 
-    def like(self, tensor):
-        """An uninitialised contiguous tensor of ``tensor``'s shape and dtype, in the buffer."""
-        import torch
-
-        raw = torch.from_numpy(self._bytes(tensor.numel() * tensor.element_size()))
-        return raw.view(tensor.dtype).view(tensor.shape)
-
 
 def array_bytes(array) -> memoryview:
     """The raw bytes of a numpy array, in C order."""
@@ -249,8 +242,7 @@ def entry_bytes(checkpoint, entry, scratch: Optional[Scratch] = None):
     with ``scratch``, valid until its next use) -- above :data:`SLAB_BYTES`, an iterator of
     slabs made as they are written. ``None`` where only :func:`fill_entry` can."""
     if _copied_as_is(checkpoint, entry):
-        verified = getattr(checkpoint, "verified_bytes", None)
-        return verified(entry.source) if verified is not None else None
+        return checkpoint.verified_bytes(entry.source)
     if nbytes(entry.shape, entry.dtype) > SLAB_BYTES:
         pieces = entry.pieces(checkpoint, scratch, SLAB_BYTES)
         return None if pieces is None else (array_bytes(piece) for piece in pieces)
@@ -267,14 +259,14 @@ def write_bytes(sink: Sink, data) -> None:
             sink.write(piece)
 
 
-def fill_entry(checkpoint, entry, sink: Sink, scratch: Optional[Scratch] = None) -> None:
+def fill_entry(checkpoint, entry, sink: Sink) -> None:
     """Write what :func:`entry_bytes` declines: the source's own copy (partitioned or big-endian
     variables), else torch's tensor (a dtype change numpy does not make exactly, a fill computed
     by code)."""
     if _copied_as_is(checkpoint, entry):
         checkpoint.copy_to(entry.source, sink)
     else:
-        sink.write(tensor_bytes(entry.tensor(checkpoint, scratch)))
+        sink.write(tensor_bytes(entry.tensor(checkpoint)))
 
 
 #: Tensors in this size range are made ready (read, CRC-checked, converted) in a second thread
@@ -288,8 +280,8 @@ class Prefetch:
     """A ``fill`` for :func:`write_safetensors` that overlaps making item ``i + 1`` ready with
     writing item ``i`` (on two cores: the write is a kernel copy, the preparation a CRC and a
     permuted copy, both outside the GIL). ``prepare(i, scratch)`` returns the bytes of item
-    ``i`` or ``None``, in which case ``fallback(i, sink, scratch)`` writes it with nothing in
-    flight; ``sizes[i]`` decide which items are worth prefetching. Two scratch buffers alternate
+    ``i`` or ``None``, in which case ``fallback(i, sink)`` writes it with nothing in flight;
+    ``sizes[i]`` decide which items are worth prefetching. Two scratch buffers alternate
     between prefetched items, so the one being written is never the one being filled; a third
     serves items too large to prefetch. Use as a context manager: leaving it waits for the
     item in flight, so the checkpoint is never closed under it. ``enabled=False`` (or one core)
@@ -312,7 +304,7 @@ class Prefetch:
         future = self._pending.pop(i, None)
         data = future.result() if future is not None else self._make(i)
         if data is None:
-            self._fallback(i, sink, self._scratch[2])
+            self._fallback(i, sink)
         if self._eligible(i + 1):
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
@@ -349,7 +341,7 @@ def write_entries(checkpoint, entries, path, metadata: Optional[Dict[str, str]] 
         ordered = file_order(checkpoint, entries)
         items = [(e.key, e.shape, dtype_name(e.dtype)) for e in ordered]
         fill = Prefetch(lambda i, scratch: entry_bytes(checkpoint, ordered[i], scratch),
-                        lambda i, sink, scratch: fill_entry(checkpoint, ordered[i], sink, scratch),
+                        lambda i, sink: fill_entry(checkpoint, ordered[i], sink),
                         [nbytes(shape, dtype) for _, shape, dtype in items], enabled=prefetch)
         with fill:
             write_safetensors(path, items, fill, metadata, force, progress, final_metadata,
