@@ -477,11 +477,12 @@ class BackgroundHashes:
         self._hashes: Dict[str, str] = {}
         self._error: Optional[BaseException] = None
         self._todo: "queue.Queue[str]" = queue.Queue()
-        for f in sorted(self.files, key=_size, reverse=True):
+        sizes = {f: _size(f) for f in self.files}
+        for f in sorted(self.files, key=sizes.__getitem__, reverse=True):
             self._todo.put(f)
         self.workers = max(1, min(len(self.files), (os.cpu_count() or 1) - 1, 4))
         #: the cores the hashing keeps busy for long: one per file over 1 MiB, at least one
-        self.busy = min(self.workers, max(1, sum(_size(f) > 1 << 20 for f in self.files)))
+        self.busy = min(self.workers, max(1, sum(size > 1 << 20 for size in sizes.values())))
         self._threads = [threading.Thread(target=self._run, name=f"tf2pt-sha256-{i}", daemon=True)
                          for i in range(self.workers)]
         for t in self._threads:
