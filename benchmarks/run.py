@@ -34,7 +34,7 @@ r = tf.train.load_checkpoint(sys.argv[1])
 sd = {n: torch.from_numpy(r.get_tensor(n)) for n in r.get_variable_to_shape_map()}
 torch.save(sd, sys.argv[2])
 """
-SHA256 = "import sys; from tf2pt.conversion import file_sha256; [file_sha256(p) for p in sys.argv[1:]]"
+SHA256 = "import sys; from tf2pt.write.provenance import file_sha256; [file_sha256(p) for p in sys.argv[1:]]"
 TF_LIST = "import sys, tensorflow as tf; print(len(tf.train.list_variables(sys.argv[1])))"
 
 

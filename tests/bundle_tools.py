@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from tf2pt._crc import crc32c, mask
+from tf2pt.read._crc import crc32c, mask
 
 MAGIC = 0xDB4775248B80FB57
 
@@ -172,9 +172,9 @@ def to_big_endian(prefix: str, dest_prefix: str) -> str:
     import numpy as np
 
     from tf2pt import dtypes
-    from tf2pt._proto import read_varint
-    from tf2pt._sstable import read_table
-    from tf2pt.reader import _parse_entry
+    from tf2pt.read._proto import read_varint
+    from tf2pt.read._sstable import read_table
+    from tf2pt.read.bundle import _parse_entry
 
     items = read_table(Path(prefix + ".index").read_bytes())
     data = Path(prefix + ".data-00000-of-00001").read_bytes()

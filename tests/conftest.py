@@ -121,6 +121,28 @@ def example():
 
 
 @pytest.fixture()
+def cli_run():
+    """Run the CLI in-process (click's ``CliRunner``), with ``run_cli``'s result fields
+    (``returncode``, ``stdout``, ``stderr``): for tests where a real process is not the point."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from tf2pt.cli import cli
+
+    def run(*args):
+        r = CliRunner().invoke(cli, [str(a) for a in args])
+        stderr = r.stderr
+        if r.exception is not None and not isinstance(r.exception, SystemExit):  # a bug: show it
+            import traceback
+
+            stderr += "".join(traceback.format_exception(*r.exc_info))
+        return SimpleNamespace(returncode=r.exit_code, stdout=r.stdout, stderr=stderr)
+
+    return run
+
+
+@pytest.fixture()
 def run_cli(tmp_path):
     """Run ``python -m tf2pt ARGS`` in a subprocess (real exit codes, real stderr).
 

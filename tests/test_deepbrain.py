@@ -19,7 +19,7 @@ import torch
 
 import tf2pt
 from conftest import ROOT
-from tf2pt.reader import open_checkpoint
+from tf2pt.read import open_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -65,9 +65,9 @@ def test_converted_weights_load_strictly(deepbrain_graph, run_cli, tmp_path):
     assert model.up2.weight.shape == (32, 16, 3, 3, 3)  # TF [3, 3, 3, 16, 32] = [k, out, in]
 
 
-def test_verify_runs_the_original_frozen_graph_on_a_real_brain(deepbrain_graph, run_cli, tmp_path, tf):
+def test_verify_runs_the_original_frozen_graph_on_a_real_brain(deepbrain_graph, cli_run, tmp_path, tf):
     report_path = tmp_path / "report.json"
-    r = run_cli("verify", deepbrain_graph, "--mapping", "deepbrain", "--json", report_path, "--per-layer")
+    r = cli_run("verify", deepbrain_graph, "--mapping", "deepbrain", "--json", report_path, "--per-layer")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(report_path.read_text())
     assert report["tf_side"] == "original-graph" and report["tf_tensors"] == {"input": "img:0", "output": "prob:0"}
@@ -94,7 +94,7 @@ def test_skullstrip_example_writes_a_mask_in_the_input_space(deepbrain_graph, tm
     mask = np.asarray(mask_img.dataobj)
     assert mask.dtype == np.uint8 and 0 < mask.mean() < 1
     # the same pipeline with TF running deepbrain's original graph gives the same mask
-    from tf2pt.volume import resize_array
+    from tf2pt.verify.volume import resize_array
 
     x = resize_array(data.astype(np.float64), (128, 128, 128))
     x = (x / x.max()).astype(np.float32)[None, ..., None]

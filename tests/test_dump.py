@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tf2pt.cli import cli
-from tf2pt.reader import open_checkpoint
+from tf2pt.read import open_checkpoint
 
 
 def invoke(*args):

@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 
 from bundle_tools import write_table
 from conftest import EXAMPLE
-from tf2pt._proto import ProtoError
-from tf2pt._sstable import TableError, read_table
+from tf2pt.read._proto import ProtoError
+from tf2pt.read._sstable import TableError, read_table
 from tf2pt.errors import Tf2ptError
-from tf2pt.graphdef import GraphDefCheckpoint
-from tf2pt.objgraph import decode as decode_object_graph
-from tf2pt.reader import BundleCheckpoint, open_checkpoint
+from tf2pt.read.graphdef import GraphDefCheckpoint
+from tf2pt.read.objgraph import decode as decode_object_graph
+from tf2pt.read import open_checkpoint
+from tf2pt.read.bundle import BundleCheckpoint
 
 EXAMPLES = int(os.environ.get("TF2PT_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("TF2PT_FUZZ_RANDOM"),

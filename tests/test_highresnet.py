@@ -17,7 +17,7 @@ import tf2pt
 from conftest import DATA, EXAMPLE, PUBLISHED_PTH
 from tf2pt.cli import cli
 from tf2pt.errors import ConversionError, MappingError
-from tf2pt.reader import open_checkpoint
+from tf2pt.read import open_checkpoint
 
 MANIFEST = json.loads((DATA / "published_highres3dnet_sha256.json").read_text())["tensors"]
 
@@ -139,7 +139,7 @@ def test_tf_graph_and_converted_pytorch_agree_on_logits(fixture, checkpoints, tf
         assert report.model_kwargs["activation"] == "prelu"
         assert isinstance(model.block[0].convolutional_block[3], torch.nn.PReLU)
         # and the independent tf.nn reference forward agrees with NiftyNet's graph
-        from tf2pt._tfside import TFVariables
+        from tf2pt.verify.tfside import TFVariables
         from tf2pt.mappings.highresnet import tf_reference
 
         ref, _ = tf_reference(TFVariables(tf, prefix), x)
@@ -210,10 +210,10 @@ def test_bad_checkpoints_fail_naming_every_problem(checkpoints, tf, tmp_path):
     assert "block.4.convolutional_block.1.running_var" not in partial and len(partial) == 124
 
 
-def test_unknown_mapping_and_target_suggest(run_cli, tmp_path):
-    r = run_cli("convert", EXAMPLE, "--mapping", "highresnt", "-o", tmp_path / "x.pth")
+def test_unknown_mapping_and_target_suggest(cli_run, tmp_path):
+    r = cli_run("convert", EXAMPLE, "--mapping", "highresnt", "-o", tmp_path / "x.pth")
     assert r.returncode == 2 and "did you mean 'highresnet'" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("convert", EXAMPLE, "--mapping", "highresnet", "--target", "monia", "-o", tmp_path / "x.pth")
+    r = cli_run("convert", EXAMPLE, "--mapping", "highresnet", "--target", "monia", "-o", tmp_path / "x.pth")
     assert r.returncode == 2 and "did you mean 'monai'" in r.stderr
     assert not list(tmp_path.glob("x.pth*"))
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from click.testing import CliRunner
 from bundle_tools import copy_bundle, flip_byte, truncate, write_bundle
 from conftest import EXAMPLE as EXAMPLE_DIR
 from tf2pt.cli import cli
-from tf2pt.reader import open_checkpoint
+from tf2pt.read import open_checkpoint
 
 
 def invoke(*args):
@@ -114,10 +113,9 @@ def test_broken_input_one_line_exit_2_no_traceback(case, broken, run_cli):
     assert os.path.basename(broken[case]) in lines[0]
 
 
-def test_inspect_is_fast_and_imports_no_torch_pandas_or_tf(example):
+def test_inspect_imports_no_torch_pandas_or_tf(example):
     code = (
-        "import sys, time\n"
-        "t = time.perf_counter()\n"
+        "import sys\n"
         "from tf2pt.cli import main\n"
         "try:\n"
         f"    main(['inspect', {str(example)!r}, '--format', 'json'])\n"
@@ -139,19 +137,13 @@ def test_python_api_returns_a_dataframe(example):
     assert df.loc[df.name == "HighRes3DNet/conv_0_bn_relu/conv_/w", "params"].item() == 432
 
 
-def test_inspect_1000_variables_under_0_3_s(checkpoints, run_cli):
-    """The listing of a 1,000-variable checkpoint, a whole `tf2pt inspect` process, best of 5."""
-    path = checkpoints("many_1000")
-    walls = []
-    for _ in range(5):
-        start = time.perf_counter()
-        r = run_cli("inspect", path)
-        walls.append(time.perf_counter() - start)
-        assert r.returncode == 0, r.stderr
-    lines = r.stdout.strip().splitlines()
+def test_inspect_lists_1000_variables_with_readable_names(checkpoints):
+    """The listing of a 1,000-variable checkpoint (its speed is measured in benchmarks/run.py)."""
+    r = invoke("inspect", checkpoints("many_1000"))
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
     assert lines[0].split()[:2] == ["name", "readable_name"] and len(lines) == 2 + 1000 + 1
     assert lines[-1].startswith("1000 variables,") and lines[-1].endswith("; 1 training-only variable hidden (use --all)")  # the object graph
-    assert min(walls) < 0.3, f"tf2pt inspect took {min(walls):.3f} s at best ({', '.join(f'{w:.3f}' for w in walls)})"
 
 
 def test_backend_tf_gives_the_same_listing(checkpoints):

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from tf2pt import registry
-from tf2pt.conversion import Entry, plan
+from tf2pt.plan import Entry, plan
+from tf2pt.write.tensors import as_tensor
 from tf2pt.errors import MappingError
 from tf2pt.mapping import TRAINING_ONLY, Fill, Ignore, Mapping, Refuse, Rename, Source, Target, rename_table
 
@@ -36,7 +37,7 @@ class Var:
 
 
 class FakeCheckpoint:
-    """Duck-typed stand-in for tf2pt.reader.Checkpoint (the reader has its own tests)."""
+    """Duck-typed stand-in for tf2pt.read.Checkpoint (the reader has its own tests)."""
 
     def __init__(self, arrays, training=()):
         self.path = "toy.ckpt"
@@ -117,7 +118,7 @@ def test_clean_plan_maps_ignores_and_fills_everything():
     assert len(report.mapped) == 8 and len(report.ignored) == 2 and len(report.filled) == 1
     assert {r["tf"] for r in report.ignored} == {"net/conv/w/Adam", "global_step"}
     assert all("Adam slot" in r["rule"] for r in report.ignored if r["tf"].endswith("Adam"))
-    sd = {e.key: e.tensor(ckpt) for e in entries}
+    sd = {e.key: as_tensor(e, ckpt) for e in entries}
     model = Toy()
     model.load_state_dict(sd, strict=True)
     assert torch.equal(sd["fc.weight"], torch.from_numpy(ckpt.arrays["net/fc/w"].T.copy()))

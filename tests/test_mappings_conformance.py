@@ -11,8 +11,8 @@ import torch
 from conftest import EXAMPLE
 from test_deepbrain import deepbrain_graph  # noqa: F401  (fixture)
 from tf2pt import registry
-from tf2pt.conversion import plan
-from tf2pt.reader import open_checkpoint
+from tf2pt.plan import plan
+from tf2pt.read import open_checkpoint
 from tf2pt.testing import check_target_spec
 from tf2pt.transforms import TRANSFORMS
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tf2pt import conversion, writer
+from tf2pt import conversion, write
+from tf2pt.write import prefetch, safetensors, tensors
 from tf2pt.cli import cli
 from tf2pt.errors import CorruptCheckpointError
-from tf2pt.reader import open_checkpoint
+from tf2pt.read import open_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = {"transposed": ROOT / "benchmarks" / "generic_mapping.py", "layout kept": ROOT / "benchmarks" / "identity_mapping.py"}
@@ -24,22 +25,22 @@ MAPPINGS = {"transposed": ROOT / "benchmarks" / "generic_mapping.py", "layout ke
 def prefetch_all(monkeypatch):
     """Prefetch every tensor (the fixtures' tensors are smaller than the real threshold) and
     record which thread made each one ready."""
-    monkeypatch.setattr(writer, "PREFETCH_MIN", 0)
+    monkeypatch.setattr(prefetch, "PREFETCH_MIN", 0)
     made = []
-    entry_bytes = writer.entry_bytes
+    entry_bytes = tensors.entry_bytes
 
     def spy(checkpoint, entry, scratch=None):
         made.append((entry.key, threading.current_thread().name))
         return entry_bytes(checkpoint, entry, scratch)
 
-    monkeypatch.setattr(writer, "entry_bytes", spy)
+    monkeypatch.setattr(tensors, "entry_bytes", spy)
     return made
 
 
 def convert(ckpt, mapping, out, prefetch):
     checkpoint, entries, report = conversion.prepare(ckpt, str(mapping))
     with checkpoint:
-        writer.write_entries(checkpoint, entries, out, prefetch=prefetch)
+        write.write_entries(checkpoint, entries, out, prefetch=prefetch)
     return entries
 
 
@@ -87,14 +88,14 @@ def test_dump_prefetches_and_writes_what_the_reader_reads(checkpoints, tmp_path,
     hand over) are assembled by the writing thread in between. Both as TF reads them."""
     from safetensors.numpy import load_file
 
-    monkeypatch.setattr(writer, "PREFETCH_MIN", 0)
+    monkeypatch.setattr(prefetch, "PREFETCH_MIN", 0)
     ckpt = checkpoints(fixture)
     r = CliRunner().invoke(cli, ["dump", ckpt, "--state-dict", str(tmp_path / "d.safetensors")], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     got = load_file(str(tmp_path / "d.safetensors"))
     with open_checkpoint(ckpt) as reader:
         assert sorted(got) == sorted(n for n in reader.variables if reader.variables[n].role == "inference")
-        partitioned = any(reader.variables[n].partitioned for n in got)
+        partitioned = any(reader.variables[n].partitions for n in got)
     assert partitioned == (fixture != "bench_blocks")
     tf_reader = tf.train.load_checkpoint(ckpt)
     for name, value in got.items():
@@ -108,8 +109,8 @@ def test_convert_prefetches_only_where_the_hashing_leaves_a_core(checkpoints, tm
 
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     seen = []
-    write_entries = writer.write_entries
-    monkeypatch.setattr(writer, "write_entries", lambda *a, **k: (seen.append(k["prefetch"]), write_entries(*a, **k)))
+    write_entries = write.write_entries
+    monkeypatch.setattr(write, "write_entries", lambda *a, **k: (seen.append(k["prefetch"]), write_entries(*a, **k)))
     args = ["convert", checkpoints("bench_blocks"), "-m", str(MAPPINGS["transposed"]), "-o", str(tmp_path / "x.safetensors"),
             "--quiet", "--hash-sources" if hash_sources else "--no-hash-sources"]
     r = CliRunner().invoke(cli, args, catch_exceptions=False)
@@ -121,15 +122,15 @@ def test_an_interrupt_while_a_tensor_is_in_flight_leaves_nothing(checkpoints, tm
     """Ctrl-C reaches the writing thread while the worker prepares the next tensor: the worker is
     waited for (the checkpoint is not closed under it), and no output or thread is left."""
     calls = []
-    write = writer.Sink.write
+    sink_write = safetensors.Sink.write
 
     def interrupted(self, data):
         calls.append(1)
         if len(calls) == 4:  # the header, then the third tensor
             raise KeyboardInterrupt
-        write(self, data)
+        sink_write(self, data)
 
-    monkeypatch.setattr(writer.Sink, "write", interrupted)
+    monkeypatch.setattr(safetensors.Sink, "write", interrupted)
     out = tmp_path / "out"
     out.mkdir()
     args = ["convert", checkpoints("bench_blocks"), "-m", str(MAPPINGS["transposed"]), "-o", str(out / "x.safetensors"),

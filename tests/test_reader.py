@@ -17,7 +17,8 @@ from conftest import EXAMPLE, FIXTURES
 from bundle_tools import (copy_bundle, entry_proto, f_bytes, f_varint, flip_byte, header_proto, slices_proto,
                           to_big_endian, truncate, write_bundle, write_table)
 from tf2pt.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
-from tf2pt.reader import open_checkpoint, parse_slice_key, slice_key
+from tf2pt.read import open_checkpoint
+from tf2pt.read.slices import parse_slice_key, slice_key
 
 
 def _tf_view(tf, ckpt):
@@ -117,7 +118,7 @@ def test_sharded_and_partitioned(checkpoints):
 
 def test_slice_key_encoding_matches_tensorflow(checkpoints):
     """The OrderedCode key of every slice TF wrote is found where slice_key() says."""
-    from tf2pt._sstable import read_table
+    from tf2pt.read._sstable import read_table
 
     prefix = open_checkpoint(checkpoints("partitioned")).prefix
     keys = {k for k, _ in read_table(Path(prefix + ".index").read_bytes())}
@@ -303,7 +304,7 @@ def test_backend_tf_agrees(example, tf):
 def test_reading_imports_no_tensorflow_torch_or_pandas(example):
     code = (
         "import sys, tf2pt\n"
-        "from tf2pt.reader import open_checkpoint\n"
+        "from tf2pt.read import open_checkpoint\n"
         f"c = open_checkpoint({str(example)!r}); c.read('HighRes3DNet/conv_0_bn_relu/conv_/w')\n"
         "print(sorted(m for m in ('tensorflow', 'torch', 'pandas') if m in sys.modules))\n"
     )
@@ -380,7 +381,7 @@ def test_an_absent_crc_field_is_zero_not_unchecked(tmp_path, tf):
 def _partitioned(prefix, shape, slices, extra=()):
     """A bundle with one partitioned float32 variable ``p`` of ``shape``: ``slices`` is a list
     of ``(extents, listed, stored)`` (listed in the full entry / stored under its own key)."""
-    from tf2pt._crc import crc32c, mask
+    from tf2pt.read._crc import crc32c, mask
 
     items, data = [], bytearray()
     for extents, _, stored in slices:
@@ -415,7 +416,7 @@ def test_orphan_slices_are_hidden_with_a_note(tmp_path):
     prefix = _partitioned(str(tmp_path / "o"), [4], [([(0, 2)], True, True), ([(2, 2)], True, True),
                                                      ([(0, 4)], False, True)])
     with open_checkpoint(prefix) as ckpt:
-        assert list(ckpt.variables) == ["p"] and ckpt.variables["p"].partitioned == 2
+        assert list(ckpt.variables) == ["p"] and ckpt.variables["p"].partitions == 2
         assert ckpt.read("p").tolist() == [0, 1, 0, 1]
         assert ckpt.notes == ["1 partitioned-variable slice entry belong to no listed variable and were ignored"]
 
@@ -440,8 +441,8 @@ def test_malformed_entries_are_corrupt_checkpoints(tmp_path, entry):
 
 
 def test_object_graph_fields_of_the_wrong_wire_type_are_proto_errors():
-    from tf2pt._proto import ProtoError
-    from tf2pt.objgraph import decode
+    from tf2pt.read._proto import ProtoError
+    from tf2pt.read.objgraph import decode
 
     for ref in (f_bytes(1, b"12"), f_varint(2, 5)):  # node_id as bytes, local_name as a number
         with pytest.raises(ProtoError):
@@ -467,7 +468,7 @@ def test_state_file_paths_are_unescaped_as_utf8(example, tmp_path):
 def test_files_partitions_and_chunks(checkpoints):
     with open_checkpoint(checkpoints("sliced_savev2")) as ckpt:
         assert all(isinstance(f, Path) and f.exists() for f in ckpt.files)
-        assert {n: i.partitioned for n, i in ckpt.variables.items()} == {"emb": 3, "grid": 3, "mask": 2, "whole": 0}
+        assert {n: i.partitions for n, i in ckpt.variables.items()} == {"emb": 3, "grid": 3, "mask": 2, "whole": 0}
     with open_checkpoint(checkpoints("all_dtypes")) as ckpt:
         for name, info in ckpt.variables.items():
             if info.dtype == "string":
@@ -512,7 +513,7 @@ def test_backend_tf_errors_are_typed(example, tmp_path):
 
 
 def test_snappy_compressed_index_reads_like_tensorflow(example, tmp_path, tf):
-    from tf2pt._sstable import read_table
+    from tf2pt.read._sstable import read_table
 
     src = open_checkpoint(example).prefix
     prefix = copy_bundle(src, tmp_path / "snappy")
@@ -532,7 +533,7 @@ def test_snappy_compressed_index_reads_like_tensorflow(example, tmp_path, tf):
     (b"\x64\xf0\x63" + bytes(range(100)), bytes(range(100))),    # a literal with a 1-byte length
 ])
 def test_snappy_decoder(stream, want):
-    from tf2pt._sstable import _snappy_decompress
+    from tf2pt.read._sstable import _snappy_decompress
 
     assert _snappy_decompress(stream) == want
 
@@ -545,7 +546,7 @@ def test_snappy_decoder(stream, want):
     (b"\xff\xff\xff\xff\x0f\x00a", "implausible size"),
 ])
 def test_snappy_decoder_rejects_bad_streams(stream, match):
-    from tf2pt._sstable import TableError, _snappy_decompress
+    from tf2pt.read._sstable import TableError, _snappy_decompress
 
     with pytest.raises(TableError, match=match):
         _snappy_decompress(stream)
@@ -561,7 +562,7 @@ def test_v1_checkpoints_are_refused_clearly(tf, tmp_path):
 
 
 def _index_case(kind, example, tmp_path):
-    from tf2pt._sstable import read_table
+    from tf2pt.read._sstable import read_table
 
     src = open_checkpoint(example).prefix
     prefix = copy_bundle(src, tmp_path / kind)

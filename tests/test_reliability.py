@@ -22,9 +22,10 @@ from click.testing import CliRunner
 
 from bundle_tools import copy_bundle, entry_proto, flip_byte, truncate, write_table
 from conftest import EXAMPLE
-from tf2pt._sstable import read_table
+from tf2pt.read._sstable import read_table
 from tf2pt.cli import cli
-from tf2pt.reader import _parse_entry, open_checkpoint
+from tf2pt.read import open_checkpoint
+from tf2pt.read.bundle import _parse_entry
 
 EXAMPLE_PREFIX = open_checkpoint(EXAMPLE).prefix
 KERNEL = "HighRes3DNet/conv_0_bn_relu/conv_/w"  # an inference variable every command reads

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tf2pt.roles import classify
+from tf2pt.read.roles import classify
 
 CASES = [
     # NiftyNet / TF1
@@ -58,7 +58,7 @@ def test_role_rules(name, role):
 
 
 def test_every_rule_is_exercised_by_the_table():
-    from tf2pt.roles import RULES
+    from tf2pt.read.roles import RULES
 
     reasons = {classify(name)[1] for name, role in CASES if role == "training"}
     for pattern, reason in RULES:

@@ -14,12 +14,12 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 import tf2pt
-from tf2pt.conversion import Entry
+from tf2pt.plan import Entry
 from tf2pt.errors import ConversionError, MappingError
 from tf2pt.mapping import Fill
 from tf2pt.testing import check_target_spec
 from tf2pt.transforms import TRANSFORMS
-from tf2pt.writer import Scratch, array_bytes, tensor_bytes
+from tf2pt.write.tensors import Scratch, array_bytes, as_array, as_pieces, as_tensor, tensor_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 TRANSPOSED = ROOT / "benchmarks" / "generic_mapping.py"
@@ -48,12 +48,12 @@ def test_convert_with_a_declared_spec_never_imports_torch(run_cli, checkpoints, 
     assert set(json.loads(meta["source_sha256"])) == {Path(ckpt).name + ".index", Path(ckpt).name + ".data-00000-of-00001"}
 
 
-def test_pth_output_checks_the_spec_against_the_model(run_cli, checkpoints, tmp_path):
+def test_pth_output_checks_the_spec_against_the_model(cli_run, checkpoints, tmp_path):
     ckpt = checkpoints("bench_blocks")
-    r = run_cli("convert", ckpt, "-m", TRANSPOSED, "-o", tmp_path / "x.pth")
+    r = cli_run("convert", ckpt, "-m", TRANSPOSED, "-o", tmp_path / "x.pth")
     assert r.returncode == 0, r.stderr
     assert "checked against: the target's declared spec and the model" in r.stderr
-    r = run_cli("convert", ckpt, "-m", TRANSPOSED, "-o", tmp_path / "x.safetensors")
+    r = cli_run("convert", ckpt, "-m", TRANSPOSED, "-o", tmp_path / "x.safetensors")
     assert r.returncode == 0, r.stderr
     pth = torch.load(tmp_path / "x.pth", weights_only=True)
     st = load_file(str(tmp_path / "x.safetensors"))
@@ -98,17 +98,17 @@ def test_a_spec_that_disagrees_with_the_model_fails_where_torch_is_loaded(checkp
         check_target_spec(str(mapping), checkpoint=ckpt)
 
 
-def test_a_malformed_spec_is_a_mapping_error(checkpoints, tmp_path, run_cli):
+def test_a_malformed_spec_is_a_mapping_error(checkpoints, tmp_path, cli_run):
     mapping = _wrong_spec_mapping(tmp_path, 'return {k: (s, "float33") for k, s in shapes.items()}')
     with pytest.raises(MappingError, match="unknown dtype 'float33'"):
         tf2pt.convert(checkpoints("bench_blocks"), mapping=str(mapping))
-    r = run_cli("convert", checkpoints("bench_blocks"), "-m", mapping, "-o", tmp_path / "x.safetensors")
+    r = cli_run("convert", checkpoints("bench_blocks"), "-m", mapping, "-o", tmp_path / "x.safetensors")
     assert r.returncode == 2 and "unknown dtype 'float33'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.safetensors").exists()
 
 
 class _Arrays:
-    """The slice of the Checkpoint interface that Entry uses."""
+    """The slice of the Checkpoint interface that making a tensor uses."""
 
     def __init__(self, arrays):
         self.arrays = arrays
@@ -132,9 +132,9 @@ def test_numpy_and_torch_make_the_same_bytes(name, dtype):
     ckpt = _Arrays({"v": value})
     transform = TRANSFORMS[name]
     entry = Entry("k", transform.out_shape(value.shape), dtype, source="v", transform=transform)
-    made = entry.array(ckpt, Scratch())
+    made = as_array(entry, ckpt, Scratch())
     assert made is not None and made.shape == entry.shape
-    assert bytes(array_bytes(made)) == bytes(tensor_bytes(entry.tensor(ckpt)))
+    assert bytes(array_bytes(made)) == bytes(tensor_bytes(as_tensor(entry, ckpt)))
 
 
 @pytest.mark.parametrize("name, shape", [("dense", (700, 900)), ("dense", (1024, 300)), ("conv3d", (3, 3, 3, 96, 160)),
@@ -145,22 +145,22 @@ def test_large_tensors_are_permuted_in_tiles_with_torchs_bytes(name, shape, dtyp
     value = (np.random.default_rng(5).standard_normal(shape) * 50).astype(dtype)
     ckpt = _Arrays({"v": value})
     entry = Entry("k", TRANSFORMS[name].out_shape(shape), dtype, source="v", transform=TRANSFORMS[name])
-    assert bytes(array_bytes(entry.array(ckpt, Scratch()))) == bytes(tensor_bytes(entry.tensor(ckpt)))
+    assert bytes(array_bytes(as_array(entry, ckpt, Scratch()))) == bytes(tensor_bytes(as_tensor(entry, ckpt)))
 
 
 @pytest.mark.parametrize("shape, axes", [((1030, 700), (1, 0)), ((3, 3, 3, 64, 1000), (4, 3, 0, 1, 2)),
                                          ((40, 50, 300), (2, 0, 1)), ((200, 9, 300), (0, 2, 1)),
                                          ((6, 300, 7, 200), (1, 3, 0, 2))])
 def test_tiled_copy_equals_numpys_for_any_permutation(shape, axes, monkeypatch):
-    from tf2pt import conversion
+    from tf2pt.write import tensors
 
     value = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     view = value.transpose(axes)
     calls = []
     copyto = np.copyto
-    monkeypatch.setattr(conversion.np, "copyto", lambda dst, src: (calls.append(1), copyto(dst, src)))
+    monkeypatch.setattr(tensors.np, "copyto", lambda dst, src: (calls.append(1), copyto(dst, src)))
     out = np.empty(view.shape, view.dtype)
-    conversion._blocked_copy(out, view)
+    tensors.blocked_copy(out, view)
     assert len(calls) > 1  # it tiled
     np.testing.assert_array_equal(out, view)
 
@@ -168,12 +168,12 @@ def test_tiled_copy_equals_numpys_for_any_permutation(shape, axes, monkeypatch):
 def test_numpy_declines_what_only_torch_does_exactly():
     ckpt = _Arrays({"v": np.ones((2, 3), np.float64)})
     ident = TRANSFORMS["identity"]
-    assert Entry("k", (2, 3), "float32", source="v", transform=ident).array(ckpt) is None  # a dtype change
-    assert Entry("k", (2, 3), "bfloat16", source="v", transform=ident).array(ckpt) is None
-    assert Entry("k", (), "int64", fill=Fill("k", lambda s, d: torch.ones(s, dtype=d), "x")).array(ckpt) is None
-    assert Entry("k", (), "int64", fill=Fill("k", 0.5, "inexact")).array(ckpt) is None
+    assert as_array(Entry("k", (2, 3), "float32", source="v", transform=ident), ckpt) is None  # a dtype change
+    assert as_array(Entry("k", (2, 3), "bfloat16", source="v", transform=ident), ckpt) is None
+    assert as_array(Entry("k", (), "int64", fill=Fill("k", lambda s, d: torch.ones(s, dtype=d), "x")), ckpt) is None
+    assert as_array(Entry("k", (), "int64", fill=Fill("k", 0.5, "inexact")), ckpt) is None
     filled = Entry("k", (), "int64", fill=Fill("k", 1, "counter"))
-    assert bytes(array_bytes(filled.array(ckpt))) == bytes(tensor_bytes(filled.tensor(ckpt)))
+    assert bytes(array_bytes(as_array(filled, ckpt))) == bytes(tensor_bytes(as_tensor(filled, ckpt)))
 
 
 def test_no_hash_sources_leaves_the_hashes_out(run_cli, checkpoints, tmp_path):
@@ -217,7 +217,7 @@ def test_source_hashes_in_parallel_match_hashlib(tmp_path, monkeypatch, cores):
     import hashlib
     import os
 
-    from tf2pt.conversion import BackgroundHashes
+    from tf2pt.write.provenance import BackgroundHashes
     from tf2pt.errors import CheckpointNotFoundError
 
     files = []
@@ -245,8 +245,8 @@ def test_pieces_are_the_array_in_slabs(name, shape, piece_bytes):
     ckpt = _Arrays({"v": value})
     entry = Entry("k", TRANSFORMS[name].out_shape(shape), "float32", source="v", transform=TRANSFORMS[name])
     scratch = Scratch()
-    pieces = [bytes(array_bytes(p)) for p in entry.pieces(ckpt, scratch, piece_bytes)]
-    whole = entry.array(ckpt)
+    pieces = [bytes(array_bytes(p)) for p in as_pieces(entry, ckpt, scratch, piece_bytes)]
+    whole = as_array(entry, ckpt)
     assert b"".join(pieces) == bytes(array_bytes(whole))
     row = whole[:1].nbytes
     assert all(len(p) <= max(row, 4 * piece_bytes) for p in pieces)
@@ -259,26 +259,27 @@ def test_pieces_are_the_array_in_slabs(name, shape, piece_bytes):
 
 
 def test_large_converted_tensors_are_written_in_slabs_within_bounded_memory(checkpoints, tmp_path, monkeypatch):
-    """Above ``writer.SLAB_BYTES`` a converted tensor is made slab by slab into one reused
+    """Above ``tensors.SLAB_BYTES`` a converted tensor is made slab by slab into one reused
     buffer: the file is the same, and the buffer never holds more than a slab."""
-    from tf2pt import conversion, writer
+    from tf2pt import conversion, write
+    from tf2pt.write import tensors
 
     ckpt = checkpoints("bench_blocks")
     checkpoint, entries, _ = conversion.prepare(ckpt, str(TRANSPOSED))
     with checkpoint:
-        writer.write_entries(checkpoint, entries, tmp_path / "whole.safetensors", prefetch=False)
+        write.write_entries(checkpoint, entries, tmp_path / "whole.safetensors", prefetch=False)
         sizes = []
-        scratch_array = writer.Scratch.array
+        scratch_array = tensors.Scratch.array
 
         def spy(self, shape, dtype):
-            sizes.append(writer.nbytes(shape, np.dtype(dtype).name))
+            sizes.append(write.nbytes(shape, np.dtype(dtype).name))
             return scratch_array(self, shape, dtype)
 
-        monkeypatch.setattr(writer.Scratch, "array", spy)
-        monkeypatch.setattr(writer, "SLAB_BYTES", 1024)
-        monkeypatch.setattr(conversion, "SLAB_MIN_ROWS", 4)
-        writer.write_entries(checkpoint, entries, tmp_path / "slabs.safetensors", prefetch=False)
+        monkeypatch.setattr(tensors.Scratch, "array", spy)
+        monkeypatch.setattr(tensors, "SLAB_BYTES", 1024)
+        monkeypatch.setattr(tensors, "SLAB_MIN_ROWS", 4)
+        write.write_entries(checkpoint, entries, tmp_path / "slabs.safetensors", prefetch=False)
     assert (tmp_path / "whole.safetensors").read_bytes() == (tmp_path / "slabs.safetensors").read_bytes()
-    tensor = max(writer.nbytes(e.shape, e.dtype) for e in entries)
+    tensor = max(write.nbytes(e.shape, e.dtype) for e in entries)
     row = tensor // entries[0].shape[0]
     assert len(sizes) > len(entries) and max(sizes) == 4 * row < tensor

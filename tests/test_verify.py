@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, EXAMPLE
-from tf2pt import volume as vol
+from tf2pt.verify import volume as vol
 from tf2pt.errors import InputError
 
 WRONG = str(DATA / "wrong_highresnet.py")
@@ -41,10 +41,10 @@ def reference_file(tmp_path_factory):
     return ref
 
 
-def test_verify_passes_on_the_real_brain_and_reports(run_cli, tmp_path, tf):
+def test_verify_passes_on_the_real_brain_and_reports(cli_run, tmp_path, tf):
     report_path = tmp_path / "report.json"
     fig = tmp_path / "parity.png"
-    r = run_cli("verify", EXAMPLE, "--mapping", "highresnet", "--crop", "48", "48", "48", "--json", report_path,
+    r = cli_run("verify", EXAMPLE, "--mapping", "highresnet", "--crop", "48", "48", "48", "--json", report_path,
                 "--figure", fig)
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(report_path.read_text())
@@ -59,9 +59,9 @@ def test_verify_passes_on_the_real_brain_and_reports(run_cli, tmp_path, tf):
     assert "PASSED" in r.stdout and "max abs error" in r.stdout
 
 
-def test_wrong_mapping_fails_and_per_layer_names_the_layer(run_cli, tmp_path, tf):
+def test_wrong_mapping_fails_and_per_layer_names_the_layer(cli_run, tmp_path, tf):
     report_path = tmp_path / "report.json"
-    r = run_cli("verify", EXAMPLE, "--mapping", WRONG, *SMALL, "--per-layer", "--json", report_path)
+    r = cli_run("verify", EXAMPLE, "--mapping", WRONG, *SMALL, "--per-layer", "--json", report_path)
     assert r.returncode == 1, r.stdout + r.stderr
     report = json.loads(report_path.read_text())
     assert report["passed"] is False and report["first_divergent_layer"] == "res_2_1"
@@ -87,8 +87,8 @@ def test_two_environments_reference_then_compare(reference_file, run_cli, tmp_pa
     assert r.returncode == 1 and "first divergent layer: res_2_1" in r.stdout
 
 
-def test_reference_from_another_checkpoint_is_refused(reference_file, checkpoints, run_cli):
-    r = run_cli("verify", checkpoints("niftynet_highres3dnet"), "-m", "highresnet", "--reference", reference_file)
+def test_reference_from_another_checkpoint_is_refused(reference_file, checkpoints, cli_run):
+    r = cli_run("verify", checkpoints("niftynet_highres3dnet"), "-m", "highresnet", "--reference", reference_file)
     assert r.returncode == 2 and "reference was made from other checkpoint files" in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -143,18 +143,18 @@ def test_volumes_npy_nifti_orientation_and_sizes(tmp_path):
         vol.load_file(str(tmp_path / "v.txt"))
 
 
-def test_verify_usage_errors_exit_2(run_cli, tmp_path):
-    r = run_cli("verify", EXAMPLE, "-m", "highresnet", "--volume", tmp_path / "missing.nii.gz")
+def test_verify_usage_errors_exit_2(cli_run, tmp_path):
+    r = cli_run("verify", EXAMPLE, "-m", "highresnet", "--volume", tmp_path / "missing.nii.gz")
     assert r.returncode == 2 and "volume file not found" in r.stderr
     np.save(tmp_path / "two.npy", np.zeros((2, 8, 8, 8), np.float32))
-    r = run_cli("verify", EXAMPLE, "-m", "highresnet", "--volume", tmp_path / "two.npy")
+    r = cli_run("verify", EXAMPLE, "-m", "highresnet", "--volume", tmp_path / "two.npy")
     assert r.returncode == 2 and "volume has 2 channel(s), the model takes 1" in r.stderr
-    r = run_cli("verify", EXAMPLE, "-m", "highresnet", "--reference", tmp_path / "two.npy")
+    r = cli_run("verify", EXAMPLE, "-m", "highresnet", "--reference", tmp_path / "two.npy")
     assert r.returncode == 2 and "not a tf2pt reference file" in r.stderr
     import torch
 
     if not torch.cuda.is_available():
-        r = run_cli("verify", EXAMPLE, "-m", "highresnet", "--device", "cuda", *SMALL)
+        r = cli_run("verify", EXAMPLE, "-m", "highresnet", "--device", "cuda", *SMALL)
         assert r.returncode == 2 and "no CUDA device" in r.stderr
 
 

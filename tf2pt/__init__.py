@@ -6,22 +6,24 @@ pandas or TensorFlow unless it needs them.
 
 from __future__ import annotations
 
-import importlib
-
+from ._lazy import lazy_attributes
 from ._version import __version__
 
 _LAZY = {
     # reading
-    "open_checkpoint": "tf2pt.reader",
-    "Checkpoint": "tf2pt.reader",
-    "VariableInfo": "tf2pt.reader",
+    "open_checkpoint": "tf2pt.read",
+    "Checkpoint": "tf2pt.read",
+    "VariableInfo": "tf2pt.read",
     "inspect": "tf2pt.table",
     # mapping and converting
     "convert": "tf2pt.conversion",
     "build_model": "tf2pt.registry",
     "get_mapping": "tf2pt.registry",
     "list_mappings": "tf2pt.registry",
-    "save": "tf2pt.writer",
+    "plan": "tf2pt.plan",
+    "save": "tf2pt.write",
+    # verifying
+    "verify": "tf2pt.verify.run",
     # errors
     "Tf2ptError": "tf2pt.errors",
 }
@@ -29,14 +31,4 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tf2pt' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -101,7 +101,7 @@ filter_option = click.option("--filter", "pattern", default=None, metavar="REGEX
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
               show_default=True)
 @click.option("--stats", is_flag=True, help="Add min/max/mean/std and NaN/Inf counts (reads the data).")
-@click.option("--verify", "check", is_flag=True,
+@click.option("--check-crc", "--verify", "check", is_flag=True,
               help="Also read every tensor and check its CRC32C (the listing itself reads only the index).")
 @backend_option
 @handle_errors
@@ -113,11 +113,11 @@ def inspect_cmd(checkpoint, show_all, pattern, fmt, stats, check, backend):
     hidden unless --all.
     """
     from . import table
-    from .reader import open_checkpoint
+    from .read import open_checkpoint
 
     with open_checkpoint(checkpoint, backend=backend) as ckpt:
         if check:
-            checked = table.verify_all(ckpt)
+            checked = table.check_all(ckpt)
         shown, hidden = table.select(ckpt, all=show_all, filter=pattern)
         data = table.rows(ckpt, shown, with_stats=stats)
         click.echo(table.render(ckpt, data, hidden, fmt, with_stats=stats))
@@ -148,13 +148,12 @@ def dump_cmd(checkpoint, show_all, pattern, csv_path, state_path, backend, force
 
     if not csv_path and not state_path:
         raise click.UsageError("nothing to do: give --csv FILE and/or --state-dict FILE")
-    from ._atomic import check_output
+    from .write import output_format
+    from .write.atomic import check_output
 
     for path in (csv_path, state_path):
         check_output(path, force)
     if state_path:
-        from .writer import output_format
-
         output_format(state_path)
     result = dumping.dump(checkpoint, csv_path=csv_path, state_path=state_path, all=show_all, filter=pattern,
                           backend=backend, force=force, progress=not quiet)
@@ -216,7 +215,7 @@ def _finite_json(value):
 def _write_json(path, data, force):
     import json
 
-    from ._atomic import atomic_output
+    from .write.atomic import atomic_output
 
     with atomic_output(path, force=force) as tmp:
         with open(tmp, "w") as fh:
@@ -249,34 +248,33 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_s
     """
     import time
 
-    from . import conversion as conv
-    from . import writer
+    from . import write
     from ._progress import progress_bar
-
-    from ._atomic import check_output
-    from .reader import open_checkpoint
+    from .conversion import prepare
+    from .read import open_checkpoint
+    from .write.atomic import check_output
+    from .write.provenance import BackgroundHashes, provenance
 
     start = time.perf_counter()
-    fmt = writer.output_format(output)
+    fmt = write.output_format(output)
     check_output(output, force)
     check_output(report_path, force)
 
     source = open_checkpoint(checkpoint)
     # sha256 of the sources for the provenance metadata, in a thread that starts before torch is
     # imported and the plan is made, so it overlaps them instead of adding a pass
-    hashes = conv.BackgroundHashes(source.files) if hash_sources else None
-    if fmt == "pth":
-        import torch  # noqa: F401  (needed to write; loaded first, so a declared target spec is checked against the model too)
-    ckpt, entries, report = conv.prepare(source, mapping, target, strict=strict)
+    hashes = BackgroundHashes(source.files) if hash_sources else None
+    # .pth output loads torch to write, so a declared target spec is checked against the model too
+    ckpt, entries, report = prepare(source, mapping, target, strict=strict, check_model=fmt == "pth")
     with ckpt:
-        total = sum(writer.nbytes(e.shape, e.dtype) for e in entries)
+        total = sum(write.nbytes(e.shape, e.dtype) for e in entries)
         with progress_bar(total, "converting", disable=quiet) as advance:
-            writer.write_entries(ckpt, entries, output,
-                                 metadata=conv.provenance(ckpt, report, hashes and hashes.placeholder()),
-                                 force=force, progress=advance,
-                                 final_metadata=hashes and (lambda: conv.provenance(ckpt, report, hashes.result())),
-                                 # the writer's second thread only where a core is left beside the hashing
-                                 prefetch=not hashes or (os.cpu_count() or 1) > hashes.busy + 1)
+            write.write_entries(ckpt, entries, output,
+                                metadata=provenance(ckpt, report, hashes and hashes.placeholder()),
+                                force=force, progress=advance,
+                                final_metadata=hashes and (lambda: provenance(ckpt, report, hashes.result())),
+                                # the writer's second thread only where a core is left beside the hashing
+                                prefetch=not hashes or (os.cpu_count() or 1) > hashes.busy + 1)
         if hashes:
             hashes.result()
     report.output = output
@@ -361,8 +359,7 @@ def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, jso
             click.echo(f"saved TF reference to {save_reference}: {info['tf_side']} ({info['tf_side_reason']})", err=True)
         return
     from .verify import verify
-
-    from ._atomic import check_output
+    from .write.atomic import check_output
 
     check_output(json_path, force)
     report = verify(checkpoint, mapping, target, volume=volume, synthetic=synthetic, crop=crop, device=device,
@@ -379,8 +376,8 @@ def main(argv=None):
     """Console-script entry point.
 
     Once a command that imported torch has finished -- outputs complete, renamed and closed --
-    the process ends with ``os._exit``: tearing down an interpreter that loaded torch costs
-    about 0.2 s, a tenth of a 1 GiB conversion, and does nothing for tf2pt's outputs.
+    the process ends with ``os._exit``: tearing down an interpreter that loaded torch takes a
+    noticeable time (docs/performance.md) and does nothing for tf2pt's outputs.
     """
     try:
         cli.main(args=argv, prog_name="tf2pt", standalone_mode=True)

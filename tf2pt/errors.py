@@ -18,7 +18,7 @@ Exit codes (documented in ``docs/reliability.md``):
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+from typing import Sequence
 
 EXIT_OK = 0
 EXIT_PARITY = 1
@@ -101,5 +101,12 @@ class DependencyError(Tf2ptError):
         super().__init__(f"{purpose} needs {package}, which is not installed", hint=pip)
 
 
-def join_problems(problems: Iterable[str]) -> str:
-    return "\n".join(f"  - {p}" for p in problems)
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """A hint for an unknown name: the closest known ones, then all of them."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    known = ", ".join(sorted(choices)) or "none"
+    if close:
+        return f"did you mean {' or '.join(repr(c) for c in close)}? known: {known}"
+    return f"known: {known}"

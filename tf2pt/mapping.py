@@ -1,6 +1,7 @@
 """The mapping spec: everything tf2pt needs to know to convert one architecture.
 
-A mapping module (one file per architecture, see ``tf2pt/mappings/``) reads top to bottom:
+A mapping module (one file per architecture; the built-ins are the top-level ``mappings/``,
+installed as ``tf2pt.mappings``) reads top to bottom:
 
 1. :class:`Source` -- facts about the TF checkpoint: origin, licence, scope, variable count.
 2. target factories -- functions that build the PyTorch model(s).
@@ -9,7 +10,7 @@ A mapping module (one file per architecture, see ``tf2pt/mappings/``) reads top 
 5. :class:`Fill` rules -- PyTorch keys with no TF counterpart (e.g. ``num_batches_tracked``).
 6. ``MAPPING = Mapping(...)`` -- ties it together; the registry finds it by that name.
 
-Nothing is skipped silently: :func:`tf2pt.conversion.plan` puts every TF variable under exactly one
+Nothing is skipped silently: :func:`tf2pt.plan.plan` puts every TF variable under exactly one
 rule and fills every target key, or reports the problem.
 """
 
@@ -19,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping as TMapping, Optional, Sequence, Tuple, Union
 
-from .errors import DependencyError, MappingError
+from .errors import DependencyError, MappingError, did_you_mean
 
 KeySpec = Union[str, Callable[["re.Match[str]"], str]]
 
@@ -139,7 +140,7 @@ class Target:
     layers: TMapping[str, str] = field(default_factory=dict)
     #: Optional: ``spec(**model_kwargs) -> {key: (shape, dtype name)}``, the model's
     #: ``state_dict()`` described without torch. With it, ``tf2pt convert`` to ``.safetensors``
-    #: plans and checks against the spec and never imports torch (about 1 s) unless a tensor
+    #: plans and checks against the spec and never imports torch unless a tensor
     #: needs it; wherever torch is loaded anyway (``.pth`` output, the Python API) the spec is
     #: also checked against the model, and :func:`tf2pt.testing.check_target_spec` checks it in
     #: a mapping's tests. ``build`` must then import torch lazily (inside the function).
@@ -224,8 +225,6 @@ class Mapping:
         for t in self.targets:
             if t.name == name:
                 return t
-        from .registry import did_you_mean
-
         raise MappingError(
             f"mapping {self.name!r} has no target {name!r}",
             hint=did_you_mean(name, [t.name for t in self.targets]),

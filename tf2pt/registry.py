@@ -1,4 +1,5 @@
-"""Find mappings: built-ins (``tf2pt/mappings/*.py``), plug-ins and explicit files.
+"""Find mappings: built-ins (``mappings/*.py``, installed as ``tf2pt.mappings``), plug-ins and
+explicit files.
 
 Mappings are code. tf2pt loads them only from three places, never from a checkpoint or from a
 directory it happens to scan:
@@ -13,30 +14,21 @@ Two mappings with the same name are an error, not a silent override.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 import importlib.util
 import os
 import pkgutil
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
-from .errors import MappingError
+from .errors import MappingError, did_you_mean
 from .mapping import Mapping
 
 ENTRY_POINT_GROUP = "tf2pt.mappings"
 _BUILTIN_PACKAGE = "tf2pt.mappings"
 
 _cache: Optional[Dict[str, Mapping]] = None
-
-
-def did_you_mean(name: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    known = ", ".join(sorted(choices)) or "none"
-    if close:
-        return f"did you mean {' or '.join(repr(c) for c in close)}? known: {known}"
-    return f"known: {known}"
 
 
 def _mapping_from(obj, where: str) -> Mapping:
@@ -101,7 +93,11 @@ def load_file(path: str) -> Mapping:
     if not os.path.isfile(path):
         raise MappingError("mapping file not found", path=path, hint="pass a mapping name or an existing .py file")
     digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:12]
-    module_name = f"tf2pt_user_mapping_{digest}"
+    return _mapping_from(_exec_file(path, f"tf2pt_user_mapping_{digest}"), path)
+
+
+def _exec_file(path: str, module_name: str):
+    """Run the Python file ``path`` as module ``module_name`` (it is code the user named)."""
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise MappingError("not a Python file", path=path)
@@ -114,7 +110,7 @@ def load_file(path: str) -> Mapping:
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise MappingError(f"mapping file failed to load: {type(exc).__name__}: {exc}", path=path) from None
-    return _mapping_from(module, path)
+    return module
 
 
 def _looks_like_file(name: str) -> bool:
@@ -132,6 +128,52 @@ def get_mapping(name_or_path) -> Mapping:
     if name in mappings:
         return mappings[name]
     raise MappingError(f"unknown mapping {name!r}", hint=did_you_mean(name, list(mappings)))
+
+
+def describe(mapping: Mapping) -> Dict[str, Any]:
+    """Where another process finds this very mapping (JSON-ready; see :func:`from_description`):
+    by name for built-ins and plug-ins, by file for a file the user named, and by module for a
+    mapping built in code and bound to a module-level name. Nothing is pickled."""
+    if mapping.origin.startswith(("built-in ", "plug-in ")):
+        return {"name": mapping.name}
+    if mapping.origin.endswith(".py") and os.path.isfile(mapping.origin):
+        return {"file": os.path.abspath(mapping.origin)}
+    for module_name in _defining_modules(mapping):
+        module = sys.modules.get(module_name)
+        for attr, value in vars(module).items() if module is not None else ():
+            if value is mapping:
+                where = {"module": module_name, "attr": attr}
+                if getattr(module, "__file__", None):
+                    where["file"] = os.path.abspath(module.__file__)
+                return where
+    raise MappingError(f"mapping {mapping.name!r} was built in code and no module holds it, so the "
+                       "TensorFlow process cannot load it",
+                       hint="bind it to a module-level name (e.g. MAPPING) or pass its .py file")
+
+
+def _defining_modules(mapping: Mapping) -> List[str]:
+    """Modules that define the mapping's functions (where it was most likely built)."""
+    functions = [mapping.model_kwargs, getattr(mapping.verify, "tf_reference", None)]
+    functions += [t.build for t in mapping.targets] + [t.spec for t in mapping.targets]
+    names = [getattr(f, "__module__", None) for f in functions]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def from_description(where: Dict[str, Any]) -> Mapping:
+    """The mapping :func:`describe` described (in this process)."""
+    if "name" in where:
+        return get_mapping(where["name"])
+    if "module" in where:
+        module = sys.modules.get(where["module"])
+        if module is None:
+            try:
+                module = importlib.import_module(where["module"])
+            except ImportError:
+                if "file" not in where:
+                    raise MappingError(f"cannot import module {where['module']!r} holding the mapping") from None
+                module = _exec_file(where["file"], where["module"])
+        return _mapping_from(getattr(module, where["attr"], None), f"{where['module']}.{where['attr']}")
+    return load_file(where["file"])
 
 
 def list_mappings() -> List[Mapping]:

@@ -14,7 +14,7 @@ import re
 from typing import Any, Dict, List, Optional
 
 from .errors import InputError
-from .reader import Checkpoint, VariableInfo
+from .read import Checkpoint, VariableInfo
 
 STAT_KEYS = ("min", "max", "mean", "std", "nan", "inf")
 
@@ -41,11 +41,11 @@ def select(checkpoint: Checkpoint, all: bool = False, filter: Optional[str] = No
     return shown, hidden
 
 
-def verify_all(checkpoint: Checkpoint) -> int:
+def check_all(checkpoint: Checkpoint) -> int:
     """Read every variable (checking CRC32Cs where the format has them); returns the count.
     Raises the reader's typed error at the first bad one."""
     for name in checkpoint.variables:
-        checkpoint.read(name, verify=True)
+        checkpoint.read(name, check_crc=True)
     return len(checkpoint.variables)
 
 
@@ -200,7 +200,7 @@ def inspect(path, all: bool = False, filter: Optional[str] = None, stats: bool =
     """The variable table of a checkpoint as a pandas DataFrame (one row per variable)."""
     import pandas as pd
 
-    from .reader import open_checkpoint
+    from .read import open_checkpoint
 
     with open_checkpoint(path, backend=backend) as ckpt:
         shown, _ = select(ckpt, all=all, filter=filter)

@@ -41,7 +41,7 @@ def brain_probability(model, image: np.ndarray, device: str = "cpu") -> np.ndarr
     """deepbrain's Extractor.run, in PyTorch: probability map in the input's voxel grid."""
     import torch
 
-    from tf2pt.volume import resize_array
+    from tf2pt.verify.volume import resize_array
 
     x = resize_array(image, SIZE, antialias=True)
     x = x / np.max(x)

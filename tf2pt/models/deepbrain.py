@@ -1,6 +1,6 @@
 """PyTorch port of deepbrain's brain-extraction 3D U-Net (``deepbrain`` 0.1, ``models/graph.pb``).
 
-Read off the frozen graph (see ``tf2pt/mappings/deepbrain.py`` for the node-by-node table):
+Read off the frozen graph (see ``mappings/deepbrain.py`` for the node-by-node table):
 three encoder stages of two 3x3x3 ``SAME`` convolutions with bias and ReLU, each followed by a
 2x2x2 ``VALID`` max-pool and dropout; three decoder stages of a stride-2 3x3x3 ``SAME``
 transposed convolution (no bias, output twice the input size), concatenation ``[upsampled,

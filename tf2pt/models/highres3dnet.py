@@ -1,17 +1,28 @@
 """PyTorch HighRes3DNet (NiftyNet's architecture), with the published weights' state-dict layout.
 
-See ``tf2pt/mappings/highresnet.py`` for the architecture notes (pre-activation residual blocks,
+See ``mappings/highresnet.py`` for the architecture notes (pre-activation residual blocks,
 channel zero-padding, dilation by ``space_to_batch`` and its equivalence to dilated convolution).
+
+The model takes its layer table as a parameter (as MONAI's ``HighResNet`` takes
+``layer_params``): NiftyNet's table is a source fact, declared once by the mapping that builds
+the model, and this module imports no mapping.
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, NamedTuple, Sequence, Tuple
 
 from torch import nn
 
-# NiftyNet's layer table lives with the mapping (source facts); the model is generated from it.
-from tf2pt.mappings.highresnet import BLOCKS_PER_STAGE, BN_EPS, FEATURES, STAGES
+
+class Layout(NamedTuple):
+    """A HighRes3DNet's layer table: the stem's channels, the residual stages
+    ``(name, channels, dilation)``, the blocks per stage and the 1x1x1 feature layer's channels."""
+
+    stem: int
+    stages: Sequence[Tuple[str, int, int]]
+    blocks_per_stage: int
+    features: int
 
 
 def _activation(name: str, channels: int) -> nn.Module:
@@ -26,7 +37,7 @@ class ConvolutionalBlock(nn.Module):
     """``convolutional_block`` = [pad], conv, BN, [activation]  (post-activation), or
     BN, activation, [pad], conv  (pre-activation, inside residual blocks)."""
 
-    def __init__(self, cin, cout, kernel=3, dilation=1, preactivation=False, activation="relu", eps=BN_EPS):
+    def __init__(self, cin, cout, kernel=3, dilation=1, preactivation=False, activation="relu", eps=1e-5):
         super().__init__()
         pad = [nn.ConstantPad3d(dilation * (kernel // 2), 0.0)] if kernel > 1 else []
         conv = nn.Conv3d(cin, cout, kernel, dilation=dilation, bias=False)
@@ -45,7 +56,7 @@ class ConvolutionalBlock(nn.Module):
 class ResidualBlock(nn.Module):
     """Two pre-activation convolutions plus the identity, zero-padded along channels."""
 
-    def __init__(self, cin, cout, dilation, activation="relu", eps=BN_EPS):
+    def __init__(self, cin, cout, dilation, activation="relu", eps=1e-5):
         super().__init__()
         self.residual_block = nn.Sequential(
             ConvolutionalBlock(cin, cout, 3, dilation, True, activation, eps),
@@ -63,7 +74,7 @@ class ResidualBlock(nn.Module):
 
 
 class DilationBlock(nn.Module):
-    def __init__(self, cin, cout, dilation, repeat=BLOCKS_PER_STAGE, activation="relu", eps=BN_EPS):
+    def __init__(self, cin, cout, dilation, repeat, activation="relu", eps=1e-5):
         super().__init__()
         blocks = [ResidualBlock(cin if i == 0 else cout, cout, dilation, activation, eps) for i in range(repeat)]
         self.dilation_block = nn.Sequential(*blocks)
@@ -73,24 +84,25 @@ class DilationBlock(nn.Module):
 
 
 class HighRes3DNet(nn.Module):
-    """NiftyNet's HighRes3DNet. Its state dict has the layout of the published PyTorch weights
-    (fepegar/highresnet, ``block.0.convolutional_block.1.weight``, ...).
+    """NiftyNet's HighRes3DNet, built from ``layout`` (its layer table). Its state dict has the
+    layout of the published PyTorch weights (fepegar/highresnet,
+    ``block.0.convolutional_block.1.weight``, ...).
 
     ``block.5`` is a dropout layer (identity in eval mode), kept so that keys match the
     published weights; NiftyNet's graph has none at inference.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 160, activation: str = "relu",
-                 dropout: float = 0.5, eps: float = BN_EPS):
+    def __init__(self, layout: Layout, in_channels: int = 1, num_classes: int = 160, activation: str = "relu",
+                 dropout: float = 0.5, eps: float = 1e-5):
         super().__init__()
-        blocks: List[nn.Module] = [ConvolutionalBlock(in_channels, 16, 3, 1, False, activation, eps)]
-        cin = 16
-        for _, cout, dilation in STAGES:
-            blocks.append(DilationBlock(cin, cout, dilation, activation=activation, eps=eps))
+        blocks: List[nn.Module] = [ConvolutionalBlock(in_channels, layout.stem, 3, 1, False, activation, eps)]
+        cin = layout.stem
+        for _, cout, dilation in layout.stages:
+            blocks.append(DilationBlock(cin, cout, dilation, layout.blocks_per_stage, activation, eps))
             cin = cout
-        blocks.append(ConvolutionalBlock(cin, FEATURES, 1, 1, False, activation, eps))
+        blocks.append(ConvolutionalBlock(cin, layout.features, 1, 1, False, activation, eps))
         blocks.append(nn.Dropout3d(dropout))
-        blocks.append(ConvolutionalBlock(FEATURES, num_classes, 1, 1, False, None, eps))
+        blocks.append(ConvolutionalBlock(layout.features, num_classes, 1, 1, False, None, eps))
         self.block = nn.Sequential(*blocks)
 
     def forward(self, x):

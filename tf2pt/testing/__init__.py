@@ -18,21 +18,20 @@ def check_target_spec(mapping, target=None, checkpoint=None, **model_kwargs) -> 
     >>> def test_my_spec():
     ...     check_target_spec("path/to/my_mapping.py", checkpoint="ckpt/model.ckpt-100")
     """
-    from ..conversion import model_state, spec_state, state_differences
-    from ..reader import Checkpoint, open_checkpoint
+    from ..plan import model_kwargs_for, model_state, spec_state, state_differences
+    from ..read import Checkpoint, open_checkpoint
     from ..registry import get_mapping
 
     m = get_mapping(mapping)
     t = m.target(target)
     assert t.spec is not None, f"target {t.name!r} of mapping {m.name!r} declares no spec"
-    kwargs = {}
-    if checkpoint is not None and m.model_kwargs:
+    kwargs = dict(model_kwargs)
+    if checkpoint is not None:
         if isinstance(checkpoint, Checkpoint):
-            kwargs.update(m.model_kwargs(checkpoint))
+            kwargs = model_kwargs_for(m, checkpoint, model_kwargs)
         else:
             with open_checkpoint(checkpoint) as ckpt:
-                kwargs.update(m.model_kwargs(ckpt))
-    kwargs.update(model_kwargs)
+                kwargs = model_kwargs_for(m, ckpt, model_kwargs)
     diffs = state_differences(spec_state(t, kwargs), model_state(t, kwargs))
     assert not diffs, f"target {t.name!r} of mapping {m.name!r}: spec and model differ:\n  " + "\n  ".join(diffs)
 

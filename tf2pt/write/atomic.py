@@ -14,7 +14,7 @@ import os
 import tempfile
 from typing import Iterator
 
-from .errors import InputError, OutputExistsError
+from ..errors import InputError, OutputExistsError
 
 TMP_MARK = ".tf2pt-tmp-"
 

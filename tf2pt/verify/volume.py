@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import DependencyError, InputError
+from ..errors import DependencyError, InputError
 
 
 @dataclass

@@ -7,8 +7,7 @@ malformation raises :class:`ProtoError`; callers turn it into a typed tf2pt erro
 
 from __future__ import annotations
 
-import struct
-from typing import Dict, Iterator, List, Tuple, Union
+from typing import Iterator, List, Tuple, Union
 
 WIRE_VARINT, WIRE_FIXED64, WIRE_BYTES, WIRE_FIXED32 = 0, 1, 2, 5
 
@@ -80,14 +79,6 @@ def iter_fields(buf, start: int = 0, end: int = -1) -> Iterator[Tuple[int, int, 
         yield number, wire, value
 
 
-def fields(buf) -> Dict[int, List[Value]]:
-    """All fields of a message, grouped by number (repeated fields keep their order)."""
-    out: Dict[int, List[Value]] = {}
-    for number, _, value in iter_fields(buf):
-        out.setdefault(number, []).append(value)
-    return out
-
-
 def as_int(value: Value, what: str = "number") -> int:
     """A numeric field (varint or fixed) as a Python int; a length-delimited value is malformed."""
     if not isinstance(value, int):
@@ -114,14 +105,6 @@ def as_bytes(value: Value, what: str = "message") -> bytes:
     if not isinstance(value, bytes):
         raise ProtoError(f"{what} is not length-delimited")
     return value
-
-
-def as_float(value: int) -> float:
-    return struct.unpack("<f", value.to_bytes(4, "little"))[0]
-
-
-def as_double(value: int) -> float:
-    return struct.unpack("<d", value.to_bytes(8, "little"))[0]
 
 
 def packed_varints(value: Value) -> List[int]:

@@ -74,7 +74,7 @@ def _attribute_keras3_slots(out: Dict[str, KeyInfo]) -> None:
 def decode(data: bytes) -> Dict[str, KeyInfo]:
     """``{checkpoint_key: KeyInfo}`` for every serialized tensor in the graph.
 
-    Raises :class:`~tf2pt._proto.ProtoError` on malformed bytes.
+    Raises :class:`~tf2pt.read._proto.ProtoError` on malformed bytes.
     """
     nodes = [_node(as_bytes(v, "node")) for n, _, v in iter_fields(data) if n == 1]
     if not nodes:

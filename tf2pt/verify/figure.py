@@ -8,7 +8,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .errors import DependencyError, InputError
+from ..errors import DependencyError, InputError
 
 
 def read_color_table(name_or_path: str) -> Dict[int, Tuple[str, Tuple[int, int, int]]]:
@@ -50,7 +50,7 @@ def parity_figure(path, x: np.ndarray, tf_labels: np.ndarray, pt_labels: np.ndar
         import matplotlib.pyplot as plt
     except ImportError:
         raise DependencyError("matplotlib", "--figure", extra="figure") from None
-    from ._atomic import atomic_output
+    from ..write.atomic import atomic_output
 
     table = read_color_table(spec.label_table) if spec.label_table else {}
     if spec.threshold is not None:

@@ -27,73 +27,31 @@ checks the tensor's CRC32C. Every problem raises a typed error from :mod:`tf2pt.
 
 from __future__ import annotations
 
-import glob
 import mmap
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
-from . import dtypes
+from .. import dtypes
+from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
 from ._crc import crc32c, mask
-from ._proto import ProtoError, as_bytes, as_int, as_int64, iter_fields, read_varint, tensor_shape
+from ._proto import ProtoError, as_bytes, as_int, as_int64, iter_fields, packed_varints, read_varint, tensor_shape
 from ._sstable import TableError, read_table
-from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
+from .base import DEFAULT_CHUNK, Checkpoint, VariableInfo, np, prod
 from .roles import classify
-
-
-class _Numpy:
-    """numpy, imported on first use: listing a checkpoint (``tf2pt inspect``) does not need it,
-    and importing it is most of the listing's time."""
-
-    def __getattr__(self, name):
-        import numpy
-
-        return getattr(numpy, name)
-
-
-np = _Numpy()
+from .slices import parse_slice_key, slice_key
 
 HEADER_KEY = b""
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-DEFAULT_CHUNK = 64 << 20
 
-_DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
 _MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
-@dataclass(frozen=True)
-class VariableInfo:
-    """One variable as listed by a checkpoint (no data)."""
-
-    name: str
-    dtype: str
-    shape: Tuple[int, ...]
-    nbytes: int
-    role: str
-    role_reason: str
-    readable_name: Optional[str] = None
-    slot_of: Optional[str] = None
-    slot_name: Optional[str] = None
-    partitions: int = 0
-    shard: int = 0
-
-    @property
-    def num_elements(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
-
-    @property
-    def partitioned(self) -> int:
-        """Number of slices of a partitioned variable; 0 (false) when stored whole."""
-        return self.partitions
-
-
 @dataclass
-class _Entry:
+class IndexEntry:
+    """One ``BundleEntryProto`` of the index."""
+
     dtype: int
     shape: Tuple[int, ...]
     shard: int = 0
@@ -103,325 +61,8 @@ class _Entry:
     slices: List[List[Tuple[int, Optional[int]]]] = field(default_factory=list)
 
 
-class Checkpoint:
-    """Base class of every checkpoint source; all share this interface.
-
-    * ``path``: what the user gave; ``prefix``: the resolved bundle prefix (or the file read);
-    * ``kind``: ``"bundle"``, ``"savedmodel"``, ``"graphdef"``, ...;
-    * ``files``: the :class:`~pathlib.Path` of every file the source reads (for hashing, provenance);
-    * ``notes``: one-line remarks for the user (e.g. the state-file fallback);
-    * ``variables``: name -> :class:`VariableInfo`, sorted by name, built without reading data;
-    * ``read(name, verify=True)``, ``iter_chunks(name, chunk_bytes)``, ``close()``; a context manager.
-
-    A new source implements ``__init__`` (fill the attributes above) and ``read``; the generic
-    ``iter_chunks`` slices what ``read`` returns.
-    """
-
-    kind = "base"
-
-    def __init__(self, path):
-        self.path = os.fspath(path)
-        self.prefix: Optional[str] = None
-        self.files: List[Path] = []
-        self.notes: List[str] = []
-        self.variables: Dict[str, VariableInfo] = {}
-
-    def read(self, name: str, verify: bool = True) -> np.ndarray:
-        raise NotImplementedError
-
-    def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[memoryview]:
-        """Raw bytes of one tensor in native (little-endian) order, in chunks of at most
-        ``chunk_bytes``. This generic version reads the whole tensor first, so any CRC32C
-        failure is raised before the first chunk."""
-        array = self.read(name)
-        if array.dtype == object:
-            raise UnsupportedError(f"variable {name!r} is a string tensor, which has no raw byte form", path=self.path)
-        # a uint8 view: the buffer protocol knows neither bfloat16 nor float8
-        raw = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
-        for start in range(0, len(raw), chunk_bytes):
-            yield raw[start:start + chunk_bytes]
-
-    def copy_to(self, name: str, sink) -> None:
-        """Write the raw little-endian bytes of ``name`` to ``sink`` (a :class:`tf2pt.writer.Sink`)."""
-        for chunk in self.iter_chunks(name):
-            sink.write(chunk)
-
-    def verified_bytes(self, name: str) -> Optional[memoryview]:
-        """The raw bytes of ``name`` as one checked buffer, where the source holds them so;
-        ``None`` here (use :meth:`copy_to`)."""
-        return None
-
-    def info(self, name: str) -> VariableInfo:
-        try:
-            return self.variables[name]
-        except KeyError:
-            raise CheckpointNotFoundError(f"no variable named {name!r}", path=self.path) from None
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __repr__(self):
-        return f"<{type(self).__name__} {self.path!r}: {len(self.variables)} variables>"
-
-
-# ----------------------------------------------------------------------------------------------
-# OrderedCode, for the keys of partitioned-variable slices (tensorflow/core/lib/strings/ordered_code)
-# ----------------------------------------------------------------------------------------------
-
-
-def _num_increasing(value: int) -> bytes:
-    """Unsigned: a length byte, then the big-endian bytes."""
-    body = value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
-    return bytes([len(body)]) + body
-
-
-def _escape(value: bytes) -> bytes:
-    out = bytearray()
-    for b in value:
-        if b == 0x00:
-            out += b"\x00\xff"
-        elif b == 0xFF:
-            out += b"\xff\x00"
-        else:
-            out.append(b)
-    return bytes(out) + b"\x00\x01"
-
-
-_HEADER_BITS = [(0, 0), (0x80, 0), (0xC0, 0), (0xE0, 0), (0xF0, 0), (0xF8, 0), (0xFC, 0), (0xFE, 0),
-                (0xFF, 0), (0xFF, 0x80), (0xFF, 0xC0)]
-
-
-def _signed_num_increasing(value: int) -> bytes:
-    x = ~value if value < 0 else value
-    if x < 64:
-        return bytes([(_HEADER_BITS[1][0] ^ value) & 0xFF])
-    length = (x.bit_length() + 7) // 7
-    buf = bytearray((value & ((1 << 80) - 1)).to_bytes(10, "big"))  # sign-extended to 10 bytes
-    begin = buf[10 - length:]
-    begin[0] ^= _HEADER_BITS[length][0]
-    begin[1] ^= _HEADER_BITS[length][1]
-    return bytes(begin)
-
-
-def slice_key(name: str, extents: Sequence[Tuple[int, Optional[int]]]) -> bytes:
-    """The index key TF stores one slice of a partitioned variable under.
-
-    ``extents`` holds ``(start, length)`` per dimension; ``length=None`` is a full dimension
-    (a ``TensorSliceProto`` extent without ``length``), encoded like TF's ``TensorSlice`` as
-    ``start`` (0) and length ``-1``.
-    """
-    key = _num_increasing(0) + _escape(name.encode("utf-8")) + _num_increasing(len(extents))
-    for start, length in extents:
-        key += _signed_num_increasing(start) + _signed_num_increasing(-1 if length is None else length)
-    return key
-
-
-def _read_num_increasing(key: bytes, pos: int) -> Tuple[int, int]:
-    n = key[pos]
-    if n > 8 or pos + 1 + n > len(key):
-        raise ValueError("bad unsigned number")
-    return int.from_bytes(key[pos + 1:pos + 1 + n], "big"), pos + 1 + n
-
-
-def _read_escaped(key: bytes, pos: int) -> Tuple[bytes, int]:
-    out = bytearray()
-    while pos + 1 < len(key):
-        b, nxt = key[pos], key[pos + 1]
-        if b == 0x00:
-            if nxt == 0x01:
-                return bytes(out), pos + 2
-            if nxt != 0xFF:
-                raise ValueError("bad escape")
-            out.append(0x00)
-            pos += 2
-        elif b == 0xFF:
-            if nxt != 0x00:
-                raise ValueError("bad escape")
-            out.append(0xFF)
-            pos += 2
-        else:
-            out.append(b)
-            pos += 1
-    raise ValueError("unterminated string")
-
-
-def _read_signed_num_increasing(key: bytes, pos: int) -> Tuple[int, int]:
-    if pos >= len(key):
-        raise ValueError("missing signed number")
-    first = key[pos]
-    # the first two bytes; past the end, bits opposite to the sign bit (they end the length count)
-    window = first << 8 | (key[pos + 1] if pos + 1 < len(key) else (0x00 if first & 0x80 else 0xFF))
-    negative = not window & 0x8000
-    if negative:
-        window ^= 0xFFFF
-    length = min(16 - (window ^ 0xFFFF).bit_length(), 10)  # leading bits equal to the sign bit
-    raw = key[pos:pos + length]
-    if len(raw) != length:
-        raise ValueError("truncated signed number")
-    bits = int.from_bytes(raw, "big") ^ (_HEADER_BITS[length][0] << 8 * (length - 1))
-    if length >= 2:
-        bits ^= _HEADER_BITS[length][1] << 8 * (length - 2)
-    value = bits - (1 << 8 * length) if negative else bits  # two's complement of the low bytes
-    if not -(1 << 63) <= value < (1 << 63) or _signed_num_increasing(value) != raw:
-        raise ValueError("non-canonical signed number")
-    return value, pos + length
-
-
-def parse_slice_key(key: bytes) -> Optional[Tuple[str, List[Tuple[int, Optional[int]]]]]:
-    """Inverse of :func:`slice_key`: ``(name, extents)``, or ``None`` if ``key`` is not one."""
-    try:
-        zero, pos = _read_num_increasing(key, 0)
-        if zero != 0:
-            return None
-        name, pos = _read_escaped(key, pos)
-        rank, pos = _read_num_increasing(key, pos)
-        extents: List[Tuple[int, Optional[int]]] = []
-        for _ in range(rank):
-            start, pos = _read_signed_num_increasing(key, pos)
-            length, pos = _read_signed_num_increasing(key, pos)
-            extents.append((start, None if length == -1 else length))
-        if pos != len(key) or rank == 0:
-            return None
-        return name.decode("utf-8"), extents
-    except (ValueError, IndexError):
-        return None
-
-
-# ----------------------------------------------------------------------------------------------
-# path resolution
-# ----------------------------------------------------------------------------------------------
-
-
-_SIMPLE_ESCAPES = {ord("n"): 0x0A, ord("t"): 0x09, ord("r"): 0x0D, ord("a"): 0x07, ord("b"): 0x08, ord("f"): 0x0C,
-                   ord("v"): 0x0B}
-
-
-def _unescape_text_proto(raw: bytes) -> str:
-    """A text-format string literal's body (C escapes: \\n, \\", octal \\303, hex \\xc3) as text;
-    the bytes are UTF-8 (TF writes non-ASCII paths raw or octal-escaped)."""
-    out = bytearray()
-    i, n = 0, len(raw)
-    while i < n:
-        c = raw[i]
-        if c != 0x5C or i + 1 >= n:
-            out.append(c)
-            i += 1
-            continue
-        e = raw[i + 1]
-        if 0x30 <= e <= 0x37:  # up to three octal digits
-            j = i + 1
-            while j < min(i + 4, n) and 0x30 <= raw[j] <= 0x37:
-                j += 1
-            out.append(int(raw[i + 1:j], 8) & 0xFF)
-            i = j
-        elif e in (ord("x"), ord("X")):
-            j = i + 2
-            while j < min(i + 4, n) and chr(raw[j]) in "0123456789abcdefABCDEF":
-                j += 1
-            out.append(int(raw[i + 2:j], 16) if j > i + 2 else e)
-            i = j
-        else:
-            out.append(_SIMPLE_ESCAPES.get(e, e))
-            i += 2
-    return out.decode("utf-8", "surrogateescape")
-
-
-def _parse_state_file(path: str) -> Optional[str]:
-    """``model_checkpoint_path`` of a ``checkpoint`` state file (a text ``CheckpointState``)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(1 << 20)
-    except OSError:
-        return None
-    m = re.search(rb'^\s*model_checkpoint_path\s*:\s*(["\'])((?:(?!\1)[^\\\n]|\\.)*)\1', data, re.M)
-    if not m:
-        return None
-    return _unescape_text_proto(m.group(2))
-
-
-def _refuse_v1(path: str) -> None:
-    """A V1 checkpoint is one file, itself a table (same magic as an index): say so clearly."""
-    try:
-        if os.path.isfile(path) and os.path.getsize(path) >= 48:
-            with open(path, "rb") as fh:
-                fh.seek(-8, os.SEEK_END)
-                magic = int.from_bytes(fh.read(8), "little")
-        else:
-            return
-    except OSError:
-        return
-    if magic == 0xDB4775248B80FB57:
-        raise UnsupportedError("a TF V1 checkpoint (single-file format); tf2pt reads V2 bundles (.index + .data)",
-                               path=path, hint="load it in TensorFlow and save it again with tf.compat.v1.train.Saver(), "
-                                               "which writes V2 by default")
-
-
-def resolve(path) -> Tuple[str, str, List[str], Optional[str]]:
-    """``(prefix, kind, notes, savedmodel_dir)`` for any accepted form of checkpoint path."""
-    path = os.fspath(path)
-    notes: List[str] = []
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "variables", "variables.index")) and (
-            os.path.isfile(os.path.join(path, "saved_model.pb")) or os.path.isfile(os.path.join(path, "saved_model.pbtxt"))
-        ):
-            return os.path.join(path, "variables", "variables"), "savedmodel", notes, path
-        state = os.path.join(path, "checkpoint")
-        if os.path.isfile(state):
-            named = _parse_state_file(state)
-            if named is None:
-                raise CheckpointNotFoundError("the 'checkpoint' state file names no model_checkpoint_path", path=state,
-                                              hint="pass the checkpoint prefix instead")
-            candidate = named if os.path.isabs(named) else os.path.join(path, named)
-            if os.path.isfile(candidate + ".index"):
-                return candidate, "bundle", notes, None
-            _refuse_v1(candidate)
-            beside = os.path.join(path, os.path.basename(named.rstrip("/\\")))
-            _refuse_v1(beside)
-            if os.path.isfile(beside + ".index"):
-                notes.append(f"the 'checkpoint' file names {named!r}, which does not exist here; "
-                             f"using {os.path.basename(beside)!r} next to it")
-                return beside, "bundle", notes, None
-            raise CheckpointNotFoundError(
-                f"the 'checkpoint' state file names {named!r}, which does not exist, and no bundle "
-                f"{os.path.basename(named)!r} is next to it", path=state,
-                hint="copy the .index and .data files next to the state file, or pass the prefix")
-        indexes = sorted(glob.glob(os.path.join(glob.escape(path), "*.index")))
-        if len(indexes) == 1:
-            return indexes[0][: -len(".index")], "bundle", notes, None
-        if not indexes:
-            raise CheckpointNotFoundError("no checkpoint in this directory (no *.index, 'checkpoint' file or SavedModel)",
-                                          path=path, hint="pass a checkpoint prefix such as DIR/model.ckpt-1000")
-        names = ", ".join(os.path.basename(i)[: -len(".index")] for i in indexes[:5])
-        raise CheckpointNotFoundError(f"{len(indexes)} checkpoints in this directory ({names}{', ...' if len(indexes) > 5 else ''})",
-                                      path=path, hint="pass one prefix, e.g. DIR/" + os.path.basename(indexes[-1])[:-6])
-    for suffix in (".index", ".meta"):
-        if path.endswith(suffix):
-            return path[: -len(suffix)], "bundle", notes, None
-    if _DATA_SUFFIX.search(path):
-        return _DATA_SUFFIX.sub("", path), "bundle", notes, None
-    if os.path.isfile(path + ".index"):
-        return path, "bundle", notes, None
-    if os.path.isfile(path):
-        _refuse_v1(path)
-        raise CheckpointNotFoundError("not a checkpoint (no PREFIX.index next to it)", path=path,
-                                      hint="pass the checkpoint prefix, its .index, or its directory")
-    raise CheckpointNotFoundError("no such file or directory", path=path,
-                                  hint="pass a checkpoint prefix (e.g. model.ckpt-1000), its .index, or a directory")
-
-
-# ----------------------------------------------------------------------------------------------
-# the bundle reader
-# ----------------------------------------------------------------------------------------------
-
-
-def _parse_entry(value: bytes) -> _Entry:
-    e = _Entry(dtype=0, shape=())
+def _parse_entry(value: bytes) -> IndexEntry:
+    e = IndexEntry(dtype=0, shape=())
     for number, wire, v in iter_fields(value):
         if number == 1:
             e.dtype = as_int(v, "dtype")
@@ -466,28 +107,13 @@ def _parse_header(value: bytes) -> Tuple[int, int, Tuple[int, int, List[int]]]:
                 elif n2 == 2:
                     min_consumer = as_int64(x, "min_consumer")
                 elif n2 == 3:
-                    bad += [as_int64(y) for y in ([x] if isinstance(x, int) else _packed(x))]
+                    bad += [as_int64(y) for y in packed_varints(x)]
             version = (producer, min_consumer, bad)
     return num_shards, endianness, version
 
 
-def _packed(value: bytes) -> List[int]:
-    out, pos = [], 0
-    while pos < len(value):
-        v, pos = read_varint(value, pos, len(value))
-        out.append(v)
-    return out
-
-
 #: the tensor-bundle format version this reader implements (TF's ``kTensorBundleVersion``)
 BUNDLE_VERSION = 1
-
-
-def _prod(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 class BundleCheckpoint(Checkpoint):
@@ -533,8 +159,8 @@ class BundleCheckpoint(Checkpoint):
         except ProtoError as exc:
             raise self._corrupt(f"malformed bundle header ({exc})") from None
         try:
-            entries: Dict[str, _Entry] = {}
-            raw_keys: Dict[bytes, _Entry] = {}
+            entries: Dict[str, IndexEntry] = {}
+            raw_keys: Dict[bytes, IndexEntry] = {}
             for key, value in table[1:]:
                 entry = _parse_entry(value)
                 raw_keys[key] = entry
@@ -553,7 +179,7 @@ class BundleCheckpoint(Checkpoint):
                 hint="re-save it with TensorFlow, or use --backend tf with a TensorFlow that reads it")
         # Slice keys (OrderedCode, starting with a 0 byte) are hidden, as TF hides them; the
         # full variable's entry lists them.
-        self._slices: Dict[bytes, _Entry] = {}
+        self._slices: Dict[bytes, IndexEntry] = {}
         for key, entry in raw_keys.items():
             if key[:1] == b"\x00" and parse_slice_key(key) is not None:
                 self._slices[key] = entry
@@ -591,7 +217,7 @@ class BundleCheckpoint(Checkpoint):
                                           hint="copy every PREFIX.data-*-of-* file next to the .index")
         self.files = [Path(self.index_path)] + [Path(self._data_path(s)) for s in range(self.num_shards)]
 
-    def _check_extent(self, label: str, entry: _Entry) -> None:
+    def _check_extent(self, label: str, entry: IndexEntry) -> None:
         if any(d < 0 for d in entry.shape):
             raise self._corrupt(f"variable {label} has a negative dimension {list(entry.shape)}")
         if not 0 <= entry.shard < self.num_shards:
@@ -600,7 +226,7 @@ class BundleCheckpoint(Checkpoint):
             raise self._corrupt(
                 f"variable {label} claims bytes [{entry.offset}, {entry.offset + entry.size}) of a "
                 f"{self._sizes[entry.shard]}-byte data file (truncated?)", path=self._data_path(entry.shard))
-        n = _prod(entry.shape)
+        n = prod(entry.shape)
         if not dtypes.is_supported(entry.dtype):
             return  # unsupported dtype: listed, refused on read
         if dtypes.is_string(entry.dtype):
@@ -637,15 +263,15 @@ class BundleCheckpoint(Checkpoint):
             else:
                 self._check_extent(repr(name), entry)
 
-    def _check_tiling(self, name: str, entry: _Entry) -> None:
+    def _check_tiling(self, name: str, entry: IndexEntry) -> None:
         """The slices of a partitioned variable cover its shape exactly once (TF refuses to
         restore a variable its slices do not cover; overlaps would be ambiguous)."""
         boxes = [[(start, dim if length is None else start + length) for (start, length), dim in zip(x, entry.shape)]
                  for x in entry.slices]
-        covered = sum(_prod(hi - lo for lo, hi in box) for box in boxes)
-        if covered != _prod(entry.shape):
+        covered = sum(prod(hi - lo for lo, hi in box) for box in boxes)
+        if covered != prod(entry.shape):
             raise self._corrupt(f"partitioned variable {name!r}: its slices cover {covered} of "
-                                f"{_prod(entry.shape)} elements")
+                                f"{prod(entry.shape)} elements")
         # sweep along the axis with the most distinct starts (the partitioned axis)
         axis = max(range(len(entry.shape)), key=lambda d: len({box[d][0] for box in boxes}))
         boxes.sort(key=lambda box: box[axis])
@@ -700,41 +326,39 @@ class BundleCheckpoint(Checkpoint):
             self._maps[shard] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         return self._maps[shard]
 
-    def _bytes(self, entry: _Entry) -> memoryview:
+    def _bytes(self, entry: IndexEntry) -> memoryview:
         mm = self._map(entry.shard)
         if mm is None:
             return memoryview(b"")
         return memoryview(mm)[entry.offset: entry.offset + entry.size]
 
-    def _verify(self, label: str, entry: _Entry, data) -> None:
-        if entry.crc is None:
-            return
+    def _check_crc(self, label: str, entry: IndexEntry, data) -> None:
         if mask(crc32c(data)) != entry.crc:
             raise self._corrupt(f"variable {label} fails its CRC32C check (data corrupted)",
                                 path=self._data_path(entry.shard))
 
-    def _entry_array(self, label: str, entry: _Entry, verify: bool) -> np.ndarray:
+    def _entry_array(self, label: str, entry: IndexEntry, check_crc: bool) -> np.ndarray:
         np_dtype = dtypes.numpy_dtype(entry.dtype, self.big_endian)
         if np_dtype is None:
             raise UnsupportedError(f"variable {label} has dtype {dtypes.name(entry.dtype)}, which has no array form",
                                    path=self.index_path, hint="exclude it (it is not a model weight)")
         data = self._bytes(entry)
-        n = _prod(entry.shape)
+        n = prod(entry.shape)
         if np_dtype == object:
             return self._strings(label, entry, data, n)  # checks its own CRCs
-        if verify:
-            self._verify(label, entry, data)
+        if check_crc:
+            self._check_crc(label, entry, data)
         array = np.frombuffer(data, dtype=np_dtype, count=n).reshape(entry.shape)
         if self.big_endian and np_dtype.itemsize > 1:
             array = array.astype(np_dtype.newbyteorder("="))
         return array
 
-    def _strings(self, label: str, entry: _Entry, data, n: int) -> np.ndarray:
+    def _strings(self, label: str, entry: IndexEntry, data, n: int) -> np.ndarray:
         out = np.empty(n, dtype=object)
         out[:] = self._string_list(label, entry, data, n)
         return out.reshape(entry.shape)
 
-    def _string_list(self, label: str, entry: _Entry, data, n: int) -> List[bytes]:
+    def _string_list(self, label: str, entry: IndexEntry, data, n: int) -> List[bytes]:
         """Varint64 lengths, a fixed32 masked CRC32C, then the bytes. For backward compatibility
         TF checksums each length as a uint32 (uint64 above 2**32 - 1) in the writer's byte order,
         not as its varint; the entry's CRC continues over the length checksum and the string bytes."""
@@ -768,14 +392,14 @@ class BundleCheckpoint(Checkpoint):
             pos += length
         return out
 
-    def read(self, name: str, verify: bool = True) -> np.ndarray:
+    def read(self, name: str, check_crc: bool = True) -> np.ndarray:
         """The tensor ``name`` as a numpy array: a read-only view of the memory-mapped file when
-        the data needs no conversion, else a copy. ``verify`` checks its CRC32C first."""
+        the data needs no conversion, else a copy. ``check_crc`` checks its CRC32C first."""
         entry = self._entries.get(name)
         if entry is None:
             raise CheckpointNotFoundError(f"no variable named {name!r}", path=self.index_path)
         if not entry.slices:
-            return self._entry_array(repr(name), entry, verify)
+            return self._entry_array(repr(name), entry, check_crc)
         np_dtype = dtypes.numpy_dtype(entry.dtype)
         if np_dtype is None:
             raise UnsupportedError(f"variable {name!r} has dtype {dtypes.name(entry.dtype)}, which has no array form",
@@ -784,7 +408,7 @@ class BundleCheckpoint(Checkpoint):
         for extents in entry.slices:
             part = self._slices[slice_key(name, extents)]
             index = tuple(slice(None) if length is None else slice(start, start + length) for start, length in extents)
-            full[index] = self._entry_array(f"{name!r} (slice)", part, verify)
+            full[index] = self._entry_array(f"{name!r} (slice)", part, check_crc)
         return full
 
     def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[memoryview]:
@@ -806,7 +430,7 @@ class BundleCheckpoint(Checkpoint):
         for start in range(0, max(total, 1), chunk_bytes):
             chunk = data[start:start + chunk_bytes]
             crc = crc32c(chunk, crc) if len(chunk) else crc
-            if start + chunk_bytes >= total and entry.crc is not None and mask(crc) != entry.crc:
+            if start + chunk_bytes >= total and mask(crc) != entry.crc:
                 raise self._corrupt(f"variable {name!r} fails its CRC32C check (data corrupted)",
                                     path=self._data_path(entry.shard))
             if len(chunk):
@@ -814,9 +438,9 @@ class BundleCheckpoint(Checkpoint):
                 self._release_range(entry.shard, entry.offset + start, len(chunk))  # written: drop its pages
 
     def copy_to(self, name: str, sink) -> None:
-        """Write the raw bytes of ``name`` to ``sink`` (see :class:`tf2pt.writer.Sink`) straight
+        """Write the raw bytes of ``name`` to ``sink`` (see :class:`tf2pt.write.safetensors.Sink`) straight
         from the memory map, after checking their CRC32C; then release their pages."""
-        data = self.verified_bytes(name)
+        data = self.checked_bytes(name)
         if data is None:
             super().copy_to(name, sink)
             return
@@ -824,7 +448,7 @@ class BundleCheckpoint(Checkpoint):
         entry = self._entries[name]
         self._release_range(entry.shard, entry.offset, entry.size)
 
-    def verified_bytes(self, name: str) -> Optional[memoryview]:
+    def checked_bytes(self, name: str) -> Optional[memoryview]:
         """The raw little-endian bytes of ``name`` as a view of the memory map, CRC32C checked,
         when they are stored whole as they are to be written; ``None`` for partitioned,
         big-endian, string and unknown variables (use :meth:`copy_to`)."""
@@ -833,7 +457,7 @@ class BundleCheckpoint(Checkpoint):
         if entry is None or entry.slices or self.big_endian or np_dtype is None or np_dtype == object:
             return None
         data = self._bytes(entry)
-        self._verify(repr(name), entry, data)
+        self._check_crc(repr(name), entry, data)
         return data
 
     def _release_range(self, shard: int, offset: int, size: int) -> None:
@@ -850,9 +474,9 @@ class BundleCheckpoint(Checkpoint):
             except (OSError, ValueError):
                 pass
 
-    def release(self, name: str) -> None:
+    def release(self, name: Optional[str]) -> None:
         """Done with ``name``: release its pages (a later read maps them again)."""
-        entry = self._entries.get(name)
+        entry = self._entries.get(name) if name is not None else None
         if entry is None:
             return
         parts = [self._slices[slice_key(name, x)] for x in entry.slices] if entry.slices else [entry]
@@ -878,25 +502,3 @@ class BundleCheckpoint(Checkpoint):
             fh.close()
         self._maps.clear()
         self._files.clear()
-
-
-def open_checkpoint(path, backend: str = "native") -> Checkpoint:
-    """Open a checkpoint: a prefix, its ``.index``/``.data-*``/``.meta`` path, a directory
-    (with a ``checkpoint`` state file or exactly one bundle), a SavedModel directory, or a frozen
-    GraphDef ``.pb``. ``backend="tf"`` reads through ``tf.train.load_checkpoint`` instead."""
-    if backend == "tf":
-        from ._tfbackend import TFCheckpoint
-
-        return TFCheckpoint(path)
-    if backend != "native":
-        raise ValueError(f"unknown backend {backend!r}")
-    spath = os.fspath(path)
-    if spath.endswith((".pb", ".pbtxt")) and os.path.isfile(spath) and os.path.basename(spath) not in (
-            "saved_model.pb", "saved_model.pbtxt"):
-        from .graphdef import GraphDefCheckpoint
-
-        return GraphDefCheckpoint(spath)
-    if os.path.basename(spath) in ("saved_model.pb", "saved_model.pbtxt"):
-        spath = os.path.dirname(spath) or "."
-    prefix, kind, notes, savedmodel_dir = resolve(spath)
-    return BundleCheckpoint(path, prefix, kind, notes, savedmodel_dir)

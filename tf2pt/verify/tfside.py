@@ -1,6 +1,6 @@
 """The TensorFlow side of ``tf2pt verify``. Imports TensorFlow, never torch.
 
-It runs in its own process (``python -m tf2pt._tfside REQUEST.json``) when ``verify`` runs both
+It runs in its own process (``python -m tf2pt.verify.tfside REQUEST.json``) when ``verify`` runs both
 sides, or in the current one for ``verify --save-reference``. TF reads the weights itself
 (``tf.train.load_checkpoint`` / ``Saver.restore``), so the reference does not depend on
 tf2pt's reader.
@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from .errors import DependencyError, InputError, Tf2ptError
+from ..errors import DependencyError, InputError, Tf2ptError
 
 REQUEST_KEYS = ("checkpoint", "mapping", "input", "output", "tf_input", "tf_output", "per_layer")
 
@@ -196,17 +196,17 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
 
 
 def main(argv=None) -> int:
-    """``python -m tf2pt._tfside REQUEST.json``: compute a reference, write it, exit 0; on a
+    """``python -m tf2pt.verify.tfside REQUEST.json``: compute a reference, write it, exit 0; on a
     typed error print its one line and exit 2."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         with open(argv[0]) as fh:
             request = json.load(fh)
-        from .reader import open_checkpoint
+        from ..read import open_checkpoint
+        from ..registry import from_description
         from .reference import save_reference_file
-        from .registry import get_mapping
 
-        mapping = get_mapping(request["mapping"])
+        mapping = from_description(request["mapping"])
         x = np.load(request["input"], allow_pickle=False)
         with open_checkpoint(request["checkpoint"]) as ckpt:
             result = compute_reference(ckpt, mapping, x, tf_input=request.get("tf_input"),

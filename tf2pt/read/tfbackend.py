@@ -1,4 +1,4 @@
-"""``--backend tf``: the same :class:`~tf2pt.reader.Checkpoint` interface, read by TensorFlow.
+"""``--backend tf``: the same :class:`~tf2pt.read.Checkpoint` interface, read by TensorFlow.
 
 For cross-checks: tf2pt's own reader and ``tf.train.load_checkpoint`` should agree exactly.
 Path forms, roles and readable names are tf2pt's (the object graph is decoded the same way);
@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, DependencyError, UnsupportedError
-from .reader import OBJECT_GRAPH_KEY, Checkpoint, VariableInfo, resolve
+from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, DependencyError, UnsupportedError
+from .base import Checkpoint, VariableInfo
+from .bundle import OBJECT_GRAPH_KEY
+from .paths import resolve
 from .roles import classify
 
 
@@ -79,7 +81,7 @@ class TFCheckpoint(Checkpoint):
                 name, dname, shape, nbytes, role, reason, readable_name=g.readable_name if g else None,
                 slot_of=g.slot_of if g else None, slot_name=g.slot_name if g else None)
 
-    def read(self, name: str, verify: bool = True) -> np.ndarray:
+    def read(self, name: str, check_crc: bool = True) -> np.ndarray:
         if name not in self.variables and name != OBJECT_GRAPH_KEY:
             raise CheckpointNotFoundError(f"no variable named {name!r}", path=self.prefix)
         try:

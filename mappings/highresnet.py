@@ -48,7 +48,7 @@ SOURCE = Source(
 )
 
 #: (NiftyNet stage name, output channels, dilation) -- the table the model, the rename rules and
-#: the TF reference forward are all generated from (tf2pt.models.highres3dnet imports it).
+#: the TF reference forward are all generated from (the model takes it as its ``layout``).
 STAGES = (("res_1", 16, 1), ("res_2", 32, 2), ("res_3", 64, 4))
 BLOCKS_PER_STAGE = 3  # NiftyNet's 'repeat'
 BN_EPS = 1e-5
@@ -61,10 +61,11 @@ FEATURES = 80  # conv_1's output channels (a 1x1x1 convolution before the classi
 
 def build_tf2pt(in_channels: int = 1, num_classes: int = 160, activation: str = "relu", dropout: float = 0.5,
                 eps: float = BN_EPS):
-    """tf2pt's HighRes3DNet (``tf2pt.models.highres3dnet``)."""
-    from tf2pt.models.highres3dnet import HighRes3DNet
+    """tf2pt's HighRes3DNet (``tf2pt.models.highres3dnet``), built from this mapping's table."""
+    from tf2pt.models.highres3dnet import HighRes3DNet, Layout
 
-    return HighRes3DNet(in_channels, num_classes, activation, dropout, eps)
+    layout = Layout(stem=STAGES[0][1], stages=STAGES, blocks_per_stage=BLOCKS_PER_STAGE, features=FEATURES)
+    return HighRes3DNet(layout, in_channels, num_classes, activation, dropout, eps)
 
 
 #: tf2pt target keys: (conv, bn, activation) modules of conv_0, conv_1 and conv_2, and of the

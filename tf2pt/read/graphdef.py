@@ -26,10 +26,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import dtypes
+from .. import dtypes
 from ._proto import ProtoError, as_bytes, as_int, as_int64, as_str, iter_fields, packed_varints, tensor_shape
-from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
-from .reader import Checkpoint, VariableInfo
+from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
+from .base import Checkpoint, VariableInfo
 
 MAX_SPLAT_BYTES = 1 << 30  # a constant expanded from fewer values than elements may not exceed this
 
@@ -232,7 +232,7 @@ class GraphDefCheckpoint(Checkpoint):
             self.variables[node.name] = VariableInfo(node.name, dtypes.name(c.dtype), tuple(c.shape), nbytes, role, reason)
         self.variables = dict(sorted(self.variables.items()))
 
-    def read(self, name: str, verify: bool = True) -> np.ndarray:
+    def read(self, name: str, check_crc: bool = True) -> np.ndarray:
         c = self._consts.get(name)
         if c is None:
             raise CheckpointNotFoundError(f"no constant named {name!r}", path=self.path)

@@ -27,8 +27,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ._atomic import atomic_output
-from .errors import InputError
+from ..write.atomic import atomic_output
+from ..errors import InputError
 
 FORMAT = "tf2pt-reference/1"
 LAYER_PREFIX = "layer."

@@ -1,0 +1,272 @@
+"""Planning a conversion: every TF variable under exactly one rule, every target key from exactly
+one source, every shape compared exactly. Reads no tensor data.
+
+:func:`plan` puts each TF variable under exactly one rule (ignored, refused or renamed), gives
+each target key exactly one source (a TF variable or a fill rule), and compares each
+post-transform shape with the target model's ``state_dict()`` -- built on the ``meta`` device,
+so checking a large model costs no memory -- or with the target's declared torch-free ``spec``
+(see :class:`tf2pt.mapping.Target`). All problems are collected and reported at once.
+:mod:`tf2pt.write` then produces the tensors of the resulting :class:`Entry` list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from ._version import __version__
+from .dtypes import TORCH, dtype_name
+from .errors import MappingError
+from .mapping import Fill, Mapping, Target
+from .transforms import Transform, get_transform
+
+
+@dataclass
+class Entry:
+    """One target key and where its value comes from: a TF variable through a transform, or a
+    fill rule. :mod:`tf2pt.write.tensors` makes its bytes."""
+
+    key: str
+    shape: Tuple[int, ...]
+    dtype: str  # the target's dtype, by name ("float32")
+    source: Optional[str] = None  # TF variable name
+    transform: Optional[Transform] = None
+    fill: Optional[Fill] = None
+
+
+@dataclass
+class Report:
+    """What a conversion did, for people (:meth:`summary`) and machines (:meth:`to_dict`)."""
+
+    checkpoint: str
+    mapping: str
+    target: str
+    tf2pt_version: str = __version__
+    files: List[Dict[str, Any]] = field(default_factory=list)
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    mapped: List[Dict[str, Any]] = field(default_factory=list)
+    ignored: List[Dict[str, Any]] = field(default_factory=list)
+    filled: List[Dict[str, Any]] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    output: Optional[str] = None
+    seconds: Optional[float] = None
+    #: what the shapes and dtypes were checked against: "model" (its state_dict on the meta
+    #: device), "spec" (the target's declared spec; torch not loaded), or "spec and model"
+    checked_against: str = "model"
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        d["counts"] = self.counts()
+        return d
+
+    def counts(self) -> Dict[str, int]:
+        return {
+            "mapped": len(self.mapped),
+            "ignored": len(self.ignored),
+            "filled": len(self.filled),
+            "problems": len(self.problems),
+        }
+
+    def summary(self) -> str:
+        c = self.counts()
+        reasons: Dict[str, int] = {}
+        for row in self.ignored:
+            reasons[row["rule"]] = reasons.get(row["rule"], 0) + 1
+        fills: Dict[str, int] = {}
+        for row in self.filled:
+            fills[row["reason"]] = fills.get(row["reason"], 0) + 1
+        lines = [f"mapping {self.mapping!r} -> target {self.target!r}",
+                 f"  mapped:   {c['mapped']} TF variables -> PyTorch keys",
+                 f"  ignored:  {c['ignored']} TF variables by rule" + (":" if reasons else "")]
+        lines += [f"    {n:>6}  {r}" for r, n in sorted(reasons.items())]
+        lines.append(f"  filled:   {c['filled']} PyTorch keys by rule" + (":" if fills else ""))
+        lines += [f"    {n:>6}  {r}" for r, n in sorted(fills.items())]
+        lines.append(f"  problems: {c['problems']}")
+        if self.checked_against == "spec":
+            lines.append("  checked against: the target's declared spec (torch not loaded)")
+        elif self.checked_against == "spec and model":
+            lines.append("  checked against: the target's declared spec and the model")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+State = Dict[str, Tuple[Tuple[int, ...], str]]
+
+
+def model_state(target: Target, kwargs: Dict[str, Any]) -> State:
+    """``{key: (shape, dtype name)}`` of the target model, built on the meta device (no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        model = target.build(**kwargs)
+    return {k: (tuple(v.shape), dtype_name(v.dtype)) for k, v in model.state_dict().items()}
+
+
+def spec_state(target: Target, kwargs: Dict[str, Any]) -> State:
+    """The target's declared spec (see :class:`tf2pt.mapping.Target`), normalised; raises
+    :class:`~tf2pt.errors.MappingError` for a malformed one."""
+    state: State = {}
+    for key, value in target.spec(**kwargs).items():
+        try:
+            shape, dtype = value
+            shape = tuple(int(s) for s in shape)
+        except (TypeError, ValueError):
+            raise MappingError(f"target {target.name!r}: spec entry {key!r} is {value!r}, not (shape, dtype)") from None
+        name = dtype_name(dtype)
+        if name not in TORCH:  # the dtypes tf2pt's writers know
+            raise MappingError(f"target {target.name!r}: spec entry {key!r} has unknown dtype {name!r}",
+                               hint="use torch's dtype names, e.g. 'float32'")
+        state[str(key)] = (shape, name)
+    return state
+
+
+def state_differences(spec: State, model: State) -> List[str]:
+    """How a declared spec differs from the model's state dict (empty when they agree)."""
+    out = [f"{k!r} is in the spec but not in the model" for k in spec if k not in model]
+    out += [f"{k!r} {_shape(model[k][0])} {model[k][1]} is in the model but not in the spec" for k in model if k not in spec]
+    out += [f"{k!r}: spec {_shape(spec[k][0])} {spec[k][1]}, model {_shape(model[k][0])} {model[k][1]}"
+            for k in spec if k in model and spec[k] != model[k]]
+    return out
+
+
+
+def target_state(target: Target, kwargs: Dict[str, Any], report: Report, check_model: bool = False) -> State:
+    """What to check against: the declared spec when there is one, else the model. With
+    ``check_model`` (callers that load torch anyway) a declared spec is itself checked against
+    the model, and every difference becomes a problem."""
+    if target.spec is None:
+        return model_state(target, kwargs)
+    spec = spec_state(target, kwargs)
+    report.checked_against = "spec"
+    if check_model:
+        report.checked_against = "spec and model"
+        report.problems.extend(f"target {target.name!r}: the mapping's declared spec disagrees with the model: {d}"
+                               for d in state_differences(spec, model_state(target, kwargs)))
+    return spec
+
+
+def model_kwargs_for(mapping: Mapping, checkpoint, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The model's keyword arguments: those the mapping reads off the checkpoint, plus
+    ``overrides``. An override that contradicts what the checkpoint holds (``num_classes=4`` on
+    a 160-class checkpoint) is one :class:`~tf2pt.errors.MappingError`, not a list of shape
+    mismatches; overrides the checkpoint says nothing about are taken as given."""
+    read = dict(mapping.model_kwargs(checkpoint)) if mapping.model_kwargs else {}
+    overrides = dict(overrides or {})
+    clashes = [k for k in overrides if k in read and overrides[k] != read[k]]
+    if clashes:
+        said = ", ".join(f"{k}={overrides[k]!r}" for k in clashes)
+        holds = ", ".join(f"{k}={read[k]!r}" for k in clashes)
+        raise MappingError(f"{said} contradicts the checkpoint, which holds {holds} (read by mapping {mapping.name!r})",
+                           path=getattr(checkpoint, "path", None),
+                           hint="leave it out: tf2pt reads it from the checkpoint")
+    read.update(overrides)
+    return read
+
+
+def _shape(shape) -> List[int]:
+    return [int(s) for s in shape]
+
+
+def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Dict[str, Any]] = None,
+         check_model: bool = False):
+    """Decide, without reading tensor data, where every target key comes from.
+
+    Returns ``(entries, report)``. ``report.problems`` lists every problem found. With
+    ``check_model`` a target's declared spec is checked against its model (needs torch).
+    """
+    kwargs = model_kwargs_for(mapping, checkpoint, model_kwargs)
+    report = Report(checkpoint=str(checkpoint.path), mapping=mapping.name, target=target.name, model_kwargs=kwargs)
+    report.notes.extend(getattr(checkpoint, "notes", []))
+    expected = target_state(target, kwargs, report, check_model)
+    problems = report.problems
+
+    sources: Dict[str, Tuple[str, Transform]] = {}  # key -> (tf name, transform)
+    claimed = set()  # keys some variable maps to, even when that failed a check
+    inference = 0
+    for name, info in checkpoint.variables.items():
+        inference += info.role == "inference"
+        refused = [r for r in mapping.refuse if r.matches(name)]
+        if refused:
+            problems.append(f"refused variable {name!r}: {refused[0].message}")
+            continue
+        ignore = next((r for r in mapping.ignore if r.matches(name, info.role)), None)
+        if ignore is not None:
+            rule = f"{ignore.reason}: {info.role_reason}" if ignore.role and info.role_reason != ignore.reason else ignore.reason
+            report.ignored.append({"tf": name, "rule": rule})
+            continue
+        hits = [(r, m) for r in target.rename for m in [r.match(name)] if m]
+        if not hits:
+            problems.append(
+                f"unmapped variable {name!r} {_shape(info.shape)} {info.dtype}: no rename or ignore rule matches it"
+            )
+            continue
+        if len(hits) > 1:
+            problems.append(f"variable {name!r} matches {len(hits)} rename rules: " + ", ".join(repr(r.pattern) for r, _ in hits))
+            continue
+        rule, match = hits[0]
+        key = rule.key_for(match)
+        transform = get_transform(rule.transform)
+        claimed.add(key)
+        if key in sources:
+            problems.append(f"target key {key!r} would be filled twice: from {sources[key][0]!r} and from {name!r}")
+            continue
+        if key not in expected:
+            problems.append(f"variable {name!r} maps to {key!r}, which the {target.name!r} model does not have")
+            continue
+        want_shape, want_dtype = expected[key]
+        try:
+            got_shape = transform.out_shape(info.shape)
+        except ValueError as exc:
+            problems.append(f"variable {name!r} -> {key!r}: {exc}")
+            continue
+        if got_shape != want_shape:
+            problems.append(
+                f"shape mismatch for {key!r}: TF {name!r} {_shape(info.shape)} -> {transform.name} -> "
+                f"{_shape(got_shape)}, model expects {_shape(want_shape)}"
+            )
+            continue
+        if info.dtype == "string" or not _castable(info.dtype, want_dtype):
+            problems.append(f"dtype mismatch for {key!r}: TF {name!r} is {info.dtype}, model expects {want_dtype}")
+            continue
+        sources[key] = (name, transform)
+        report.mapped.append(
+            {"tf": name, "key": key, "transform": transform.name, "tf_shape": _shape(info.shape),
+             "shape": _shape(want_shape), "tf_dtype": info.dtype, "dtype": want_dtype}
+        )
+
+    entries: List[Entry] = []
+    for key, (shape, dtype) in expected.items():
+        if key in sources:
+            name, transform = sources[key]
+            entries.append(Entry(key, shape, dtype, source=name, transform=transform))
+            continue
+        fill = next((f for f in target.fill if f.matches(key)), None)
+        if fill is not None:
+            entries.append(Entry(key, shape, dtype, fill=fill))
+            report.filled.append({"key": key, "reason": fill.reason, "value": None if callable(fill.value) else fill.value})
+            continue
+        if key not in claimed:
+            problems.append(f"target key {key!r} {_shape(shape)} is not filled: no TF variable maps to it and no fill rule matches")
+
+    if mapping.source.variables is not None and inference != mapping.source.variables:
+        report.notes.append(
+            f"the mapping's source model has {mapping.source.variables} inference variables; this checkpoint has {inference}"
+        )
+    return entries, report
+
+
+def _castable(tf_dtype: str, target: str) -> bool:
+    """Whether a TF dtype may fill a target dtype (both by name): floats from floats, and so on."""
+    if target.startswith(("float", "bfloat")):
+        return tf_dtype in ("float16", "bfloat16", "float32", "float64")
+    if target == "bool":
+        return tf_dtype == "bool"
+    if target.startswith("complex"):
+        return tf_dtype.startswith("complex")
+    return tf_dtype.startswith(("int", "uint"))

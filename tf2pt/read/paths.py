@@ -1,0 +1,130 @@
+"""From what the user typed to a bundle prefix: a prefix, its ``.index``/``.data-*``/``.meta``, a
+directory with a ``checkpoint`` state file or one bundle, or a SavedModel directory."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import List, Optional, Tuple
+
+from ..errors import CheckpointNotFoundError, UnsupportedError
+
+_DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
+
+
+_SIMPLE_ESCAPES = {ord("n"): 0x0A, ord("t"): 0x09, ord("r"): 0x0D, ord("a"): 0x07, ord("b"): 0x08, ord("f"): 0x0C,
+                   ord("v"): 0x0B}
+
+
+def _unescape_text_proto(raw: bytes) -> str:
+    """A text-format string literal's body (C escapes: \\n, \\", octal \\303, hex \\xc3) as text;
+    the bytes are UTF-8 (TF writes non-ASCII paths raw or octal-escaped)."""
+    out = bytearray()
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c != 0x5C or i + 1 >= n:
+            out.append(c)
+            i += 1
+            continue
+        e = raw[i + 1]
+        if 0x30 <= e <= 0x37:  # up to three octal digits
+            j = i + 1
+            while j < min(i + 4, n) and 0x30 <= raw[j] <= 0x37:
+                j += 1
+            out.append(int(raw[i + 1:j], 8) & 0xFF)
+            i = j
+        elif e in (ord("x"), ord("X")):
+            j = i + 2
+            while j < min(i + 4, n) and chr(raw[j]) in "0123456789abcdefABCDEF":
+                j += 1
+            out.append(int(raw[i + 2:j], 16) if j > i + 2 else e)
+            i = j
+        else:
+            out.append(_SIMPLE_ESCAPES.get(e, e))
+            i += 2
+    return out.decode("utf-8", "surrogateescape")
+
+
+def _parse_state_file(path: str) -> Optional[str]:
+    """``model_checkpoint_path`` of a ``checkpoint`` state file (a text ``CheckpointState``)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(1 << 20)
+    except OSError:
+        return None
+    m = re.search(rb'^\s*model_checkpoint_path\s*:\s*(["\'])((?:(?!\1)[^\\\n]|\\.)*)\1', data, re.M)
+    if not m:
+        return None
+    return _unescape_text_proto(m.group(2))
+
+
+def _refuse_v1(path: str) -> None:
+    """A V1 checkpoint is one file, itself a table (same magic as an index): say so clearly."""
+    try:
+        if os.path.isfile(path) and os.path.getsize(path) >= 48:
+            with open(path, "rb") as fh:
+                fh.seek(-8, os.SEEK_END)
+                magic = int.from_bytes(fh.read(8), "little")
+        else:
+            return
+    except OSError:
+        return
+    if magic == 0xDB4775248B80FB57:
+        raise UnsupportedError("a TF V1 checkpoint (single-file format); tf2pt reads V2 bundles (.index + .data)",
+                               path=path, hint="load it in TensorFlow and save it again with tf.compat.v1.train.Saver(), "
+                                               "which writes V2 by default")
+
+
+def resolve(path) -> Tuple[str, str, List[str], Optional[str]]:
+    """``(prefix, kind, notes, savedmodel_dir)`` for any accepted form of checkpoint path."""
+    path = os.fspath(path)
+    notes: List[str] = []
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "variables", "variables.index")) and (
+            os.path.isfile(os.path.join(path, "saved_model.pb")) or os.path.isfile(os.path.join(path, "saved_model.pbtxt"))
+        ):
+            return os.path.join(path, "variables", "variables"), "savedmodel", notes, path
+        state = os.path.join(path, "checkpoint")
+        if os.path.isfile(state):
+            named = _parse_state_file(state)
+            if named is None:
+                raise CheckpointNotFoundError("the 'checkpoint' state file names no model_checkpoint_path", path=state,
+                                              hint="pass the checkpoint prefix instead")
+            candidate = named if os.path.isabs(named) else os.path.join(path, named)
+            if os.path.isfile(candidate + ".index"):
+                return candidate, "bundle", notes, None
+            _refuse_v1(candidate)
+            beside = os.path.join(path, os.path.basename(named.rstrip("/\\")))
+            _refuse_v1(beside)
+            if os.path.isfile(beside + ".index"):
+                notes.append(f"the 'checkpoint' file names {named!r}, which does not exist here; "
+                             f"using {os.path.basename(beside)!r} next to it")
+                return beside, "bundle", notes, None
+            raise CheckpointNotFoundError(
+                f"the 'checkpoint' state file names {named!r}, which does not exist, and no bundle "
+                f"{os.path.basename(named)!r} is next to it", path=state,
+                hint="copy the .index and .data files next to the state file, or pass the prefix")
+        indexes = sorted(glob.glob(os.path.join(glob.escape(path), "*.index")))
+        if len(indexes) == 1:
+            return indexes[0][: -len(".index")], "bundle", notes, None
+        if not indexes:
+            raise CheckpointNotFoundError("no checkpoint in this directory (no *.index, 'checkpoint' file or SavedModel)",
+                                          path=path, hint="pass a checkpoint prefix such as DIR/model.ckpt-1000")
+        names = ", ".join(os.path.basename(i)[: -len(".index")] for i in indexes[:5])
+        raise CheckpointNotFoundError(f"{len(indexes)} checkpoints in this directory ({names}{', ...' if len(indexes) > 5 else ''})",
+                                      path=path, hint="pass one prefix, e.g. DIR/" + os.path.basename(indexes[-1])[:-6])
+    for suffix in (".index", ".meta"):
+        if path.endswith(suffix):
+            return path[: -len(suffix)], "bundle", notes, None
+    if _DATA_SUFFIX.search(path):
+        return _DATA_SUFFIX.sub("", path), "bundle", notes, None
+    if os.path.isfile(path + ".index"):
+        return path, "bundle", notes, None
+    if os.path.isfile(path):
+        _refuse_v1(path)
+        raise CheckpointNotFoundError("not a checkpoint (no PREFIX.index next to it)", path=path,
+                                      hint="pass the checkpoint prefix, its .index, or its directory")
+    raise CheckpointNotFoundError("no such file or directory", path=path,
+                                  hint="pass a checkpoint prefix (e.g. model.ckpt-1000), its .index, or a directory")

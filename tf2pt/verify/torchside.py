@@ -1,0 +1,78 @@
+"""The PyTorch side of ``tf2pt verify``: the device, the forward pass, the versions."""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Dict, Optional
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import InputError, MappingError
+
+
+def pick_device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available to PyTorch", hint="use --device cpu or auto")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"bad --device {device!r}: {exc}") from None
+
+
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def run_pytorch(model, x: np.ndarray, device, *, allow_tf32: bool = False, layers: Optional[Dict[str, str]] = None):
+    """Forward ``x`` (C, D, H, W) through ``model`` in eval mode. Returns ``(output, layer outputs,
+    info)`` as numpy, channels-first, batch axis dropped."""
+    import torch
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    captured: Dict[str, np.ndarray] = {}
+    hooks = []
+    try:
+        model = model.to(device).eval()
+        modules = dict(model.named_modules())
+        for layer, path in (layers or {}).items():
+            if path not in modules:
+                raise MappingError(f"--per-layer: the target model has no module {path!r} (layer {layer!r})")
+            hooks.append(modules[path].register_forward_hook(
+                lambda _m, _i, out, layer=layer: captured.__setitem__(layer, out[0].detach().float().cpu().numpy())))
+        inp = torch.from_numpy(np.ascontiguousarray(x[None])).to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model(inp)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        info = {"torch_forward_seconds": seconds}
+        if device.type == "cuda":
+            info["peak_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        return out[0].float().cpu().numpy(), captured, info
+    finally:
+        for h in hooks:
+            h.remove()
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def versions() -> Dict[str, str]:
+    import torch
+
+    return {"tf2pt": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "cuda": str(torch.version.cuda)}

@@ -1,0 +1,255 @@
+"""Making the bytes of planned tensors: permuted copies in cache-sized tiles, slabs of large
+tensors, reused scratch buffers, and torch where numpy would not give the same bytes.
+
+A planned entry (:class:`tf2pt.plan.Entry`) becomes
+
+* :func:`as_tensor` -- a CPU torch tensor in the target's dtype (always possible);
+* :func:`as_array` / :func:`as_pieces` -- the same bytes from numpy alone, where numpy gives
+  exactly what torch gives (no dtype change, a plain numeric dtype, a constant fill), so that a
+  conversion that never needed torch finishes without importing it;
+* :func:`entry_bytes` / :func:`fill_entry` -- what the streaming writer writes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Iterator, List, Optional
+
+import numpy as np
+
+from ..dtypes import NUMPY_NATIVE, dtype_name
+from .safetensors import Sink, nbytes, tensor_bytes
+
+
+def as_tensor(entry, checkpoint):
+    """The value of ``entry`` as a CPU torch tensor in the target's dtype (reads the checkpoint)."""
+    import torch
+
+    dtype = getattr(torch, entry.dtype)
+    if entry.fill is not None:
+        value = entry.fill.value
+        if callable(value):
+            return value(entry.shape, dtype)
+        return torch.full(entry.shape, value, dtype=dtype)
+    source = checkpoint.read(entry.source)
+    if entry.transform.perm is not None and source.dtype.kind in "fiubc" and source.dtype.name in NUMPY_NATIVE:
+        entry.transform.check_rank(tuple(source.shape))
+        view = torch_view(source).permute(entry.transform.perm(source.ndim))  # no copy yet
+        return view.contiguous().to(dtype)
+    return numpy_to_torch(entry.transform(source), copy=False).to(dtype)
+
+
+def as_array(entry, checkpoint, scratch=None) -> Optional[np.ndarray]:
+    """The value as a numpy array when numpy alone gives exactly what :func:`as_tensor` gives,
+    else ``None``. With ``scratch``, the result is only valid until the next call."""
+    value = _numpy_value(entry, checkpoint)
+    return _copied(value.view, scratch) if isinstance(value, _Permuted) else value
+
+
+def as_pieces(entry, checkpoint, scratch=None, piece_bytes: int = 32 << 20) -> Optional[Iterator[np.ndarray]]:
+    """:func:`as_array` in C-ordered slabs along the first axis, each made when asked for, of
+    about ``piece_bytes`` (see :data:`SLAB_MIN_ROWS`): converting a large tensor then needs a
+    slab of memory besides the source, not a second copy of the tensor. ``None`` where
+    :func:`as_array` is; a tensor that needs no permutation is one piece."""
+    value = _numpy_value(entry, checkpoint)
+    if value is None:
+        return None
+    if not isinstance(value, _Permuted):
+        return iter([value])
+    return _slabs(value.view, scratch, piece_bytes)
+
+
+def _numpy_value(entry, checkpoint):
+    """The finished numpy value, a :class:`_Permuted` source view still to be copied, or
+    ``None`` (numpy would not give exactly what torch gives)."""
+    if entry.dtype not in NUMPY_NATIVE:
+        return None
+    if entry.fill is not None:
+        value = entry.fill.value
+        if callable(value) or not isinstance(value, (bool, int, float)):
+            return None
+        out = np.full(entry.shape, value, dtype=entry.dtype)
+        return out if out.size == 0 or out.flat[0] == value else None  # inexact: torch decides
+    info = checkpoint.variables[entry.source]
+    if info.dtype != entry.dtype:
+        return None
+    source = checkpoint.read(entry.source)
+    if entry.transform.perm is None:
+        value = entry.transform(source)
+        return value if value.flags.c_contiguous else np.ascontiguousarray(value)  # (keeps 0-d arrays 0-d)
+    entry.transform.check_rank(tuple(source.shape))
+    return _Permuted(source.transpose(entry.transform.perm(source.ndim)))
+
+
+@dataclass(frozen=True)
+class _Permuted:
+    view: np.ndarray  # a permuted view of the source, not yet copied
+
+
+#: the rows a slab of :func:`as_pieces` has at least, if that keeps it within 4 pieces'
+#: size: a slab's rows are the source's contiguous run in a transposed copy, and shorter runs
+#: than this lose the tiling's speed
+SLAB_MIN_ROWS = 128
+
+
+def _slabs(view: np.ndarray, scratch, piece_bytes: int) -> Iterator[np.ndarray]:
+    row = max(1, view[:1].nbytes)
+    step = max(1, piece_bytes // row, min(SLAB_MIN_ROWS, 4 * piece_bytes // row))
+    for start in range(0, view.shape[0], step):
+        yield _copied(view[start:start + step], scratch)
+
+
+def _copied(view: np.ndarray, scratch) -> np.ndarray:
+    """A C-ordered copy of ``view``, in ``scratch`` if given."""
+    out = scratch.array(view.shape, view.dtype) if scratch is not None else np.empty(view.shape, view.dtype)
+    blocked_copy(out, view)
+    return out
+
+
+def blocked_copy(out: np.ndarray, view: np.ndarray, lines: int = 16, min_run: int = 128,
+                 min_bytes: int = 1 << 20) -> None:
+    """``out[...] = view`` for a C-contiguous ``out`` and a permuted ``view``, in tiles.
+
+    numpy copies in the destination's order, so a transposed source is read one element per
+    cache line (worst for power-of-two row strides, whose lines compete for the same cache sets). Each tile here spans the whole of the source's contiguous axis
+    and about ``lines`` source rows (the destination's innermost axes are taken whole while
+    they fit in ``2 * lines``, as a 3x3x3 kernel's 27 do), so the rows stay in cache until every
+    element of each line is used (docs/performance.md has the speeds measured). One thread:
+    splitting the tiles across threads lost more to the GIL than it gained.
+    Tensors under ``min_bytes`` (in cache anyway) and short contiguous runs keep numpy's copy.
+    """
+    if out.ndim < 2 or out.nbytes < min_bytes:
+        np.copyto(out, view)
+        return
+    # the source's contiguous axis: its smallest stride (axes of length 1 have no stride to speak of)
+    s = min(range(view.ndim), key=lambda a: abs(view.strides[a]) if view.shape[a] > 1 else 1 << 62)
+    if s == view.ndim - 1 or view.shape[s] < min_run:
+        np.copyto(out, view)  # already read in order, or too short a run to repay the tiling
+        return
+    others = [a for a in range(view.ndim) if a != s]
+    step = {}
+    rows = 1  # source rows per tile so far
+    for a in reversed(others):  # the destination's innermost axes first
+        size = out.shape[a]
+        step[a] = size if rows * size <= 2 * lines else max(1, min(size, lines // rows))
+        rows *= step[a]
+    index = [slice(None)] * out.ndim
+    for starts in itertools.product(*(range(0, out.shape[a], step[a]) for a in others)):
+        for a, start in zip(others, starts):
+            index[a] = slice(start, start + step[a])
+        tile = tuple(index)
+        np.copyto(out[tile], view[tile])
+
+
+
+
+def torch_view(array: np.ndarray):
+    """A torch tensor sharing ``array``'s memory, read-only memory maps included (tf2pt never
+    writes through it)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+def numpy_to_torch(array: np.ndarray, copy: bool = True):
+    """A torch tensor owning a copy of ``array`` (with ``copy=False``: sharing it when it is
+    already a writable, C-ordered array of its own): handles read-only memory maps and
+    ml_dtypes' bfloat16/float8 (numpy cannot hand those to torch directly: the bytes are
+    reinterpreted)."""
+    import torch
+
+    if array.dtype == object:
+        raise TypeError("string tensors have no torch equivalent")
+    name = array.dtype.name
+    if name == "bfloat16" or name.startswith("float8"):
+        target = getattr(torch, name, None)
+        if target is None:
+            raise TypeError(f"this torch has no {name}")
+        raw = np.array(array, order="C").view(np.int16 if array.dtype.itemsize == 2 else np.uint8)
+        return torch.from_numpy(raw).view(target)
+    if not copy and array.flags.writeable and array.flags.c_contiguous and array.flags.owndata:
+        return torch.from_numpy(array)
+    return torch.from_numpy(np.array(array, copy=True, order="C"))
+
+
+class Scratch:
+    """A reusable buffer for converted tensors: page faults are paid once, not per tensor."""
+
+    def __init__(self):
+        self._buf = None
+
+    def _bytes(self, need: int):
+        import numpy as np
+
+        if self._buf is None or self._buf.nbytes < need:
+            self._buf = np.empty(max(need, 1 << 20), dtype=np.uint8)
+        return self._buf[:need]
+
+    def array(self, shape, dtype):
+        """An uninitialised C-ordered numpy array of ``shape`` and ``dtype``, in the buffer."""
+        import numpy as np
+
+        dtype = np.dtype(dtype)
+        return self._bytes(nbytes(shape, dtype.name)).view(dtype).reshape(shape)
+
+
+def array_bytes(array) -> memoryview:
+    """The raw bytes of a numpy array, in C order."""
+    import numpy as np
+
+    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+def _copied_as_is(checkpoint, entry) -> bool:
+    info = checkpoint.variables.get(entry.source) if entry.source else None
+    return (info is not None and entry.transform is not None and entry.transform.name == "identity"
+            and info.dtype == dtype_name(entry.dtype))
+
+
+#: Tensors converted by numpy above this size are made and written in slabs of this size, so
+#: the converted copy never doubles the memory a large tensor needs.
+SLAB_BYTES = 32 << 20
+
+
+def entry_bytes(checkpoint, entry, scratch: Optional[Scratch] = None):
+    """The bytes to write for one planned entry without torch: a CRC-checked view of the source
+    when layout and dtype are unchanged, else the tensor numpy converts (see :func:`as_array`;
+    with ``scratch``, valid until its next use) -- above :data:`SLAB_BYTES`, an iterator of
+    slabs made as they are written. ``None`` where only :func:`fill_entry` can."""
+    if _copied_as_is(checkpoint, entry):
+        return checkpoint.checked_bytes(entry.source)
+    if nbytes(entry.shape, entry.dtype) > SLAB_BYTES:
+        pieces = as_pieces(entry, checkpoint, scratch, SLAB_BYTES)
+        return None if pieces is None else (array_bytes(piece) for piece in pieces)
+    array = as_array(entry, checkpoint, scratch)
+    return None if array is None else array_bytes(array)
+
+
+def write_bytes(sink: Sink, data) -> None:
+    """Write what :func:`entry_bytes` returned: one buffer or an iterator of them."""
+    if isinstance(data, (memoryview, bytes, bytearray)):
+        sink.write(data)
+    else:
+        for piece in data:
+            sink.write(piece)
+
+
+def fill_entry(checkpoint, entry, sink: Sink) -> None:
+    """Write what :func:`entry_bytes` declines: the source's own copy (partitioned or big-endian
+    variables), else torch's tensor (a dtype change numpy does not make exactly, a fill computed
+    by code)."""
+    if _copied_as_is(checkpoint, entry):
+        checkpoint.copy_to(entry.source, sink)
+    else:
+        sink.write(tensor_bytes(as_tensor(entry, checkpoint)))
+
+
+def file_order(checkpoint, entries: List[Any]) -> List[Any]:
+    """``entries`` sorted by where their source lies in the data files (sequential reads);
+    entries filled by rule keep their order, after the others."""
+    return sorted(entries, key=lambda e: (0, *checkpoint.entry_location(e.source)) if e.source else (1, 0, 0))
