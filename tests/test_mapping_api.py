@@ -132,6 +132,25 @@ def test_model_kwargs_come_from_the_checkpoint():
     assert dict((e.key, e.shape) for e in entries)["fc.weight"] == (7, 3)
 
 
+def test_a_kwarg_that_contradicts_the_checkpoint_is_one_error():
+    ckpt = FakeCheckpoint(toy_arrays(classes=7), ("net/conv/w/Adam", "global_step"))
+    with pytest.raises(MappingError) as err:
+        plan(ckpt, TOY, TOY.default_target, {"classes": 3})
+    assert "classes=3" in str(err.value) and "classes=7" in str(err.value)
+    _, report = plan(ckpt, TOY, TOY.default_target, {"classes": 7})  # agreeing is fine
+    assert report.problems == []
+
+
+def test_convert_num_classes_against_the_example_names_the_kwarg_and_both_values(example):
+    """#12's acceptance: one MappingError naming num_classes, 4 and the checkpoint's 160."""
+    import tf2pt
+
+    with pytest.raises(MappingError) as err:
+        tf2pt.convert(example, mapping="highresnet", num_classes=4)
+    message = str(err.value)
+    assert "num_classes=4" in message and "num_classes=160" in message and message.count("\n") == 0
+
+
 def test_every_problem_is_reported_at_once():
     arrays = toy_arrays()
     arrays["net/conv/w"] = arrays["net/conv/w"].transpose(3, 2, 0, 1).copy()  # stored already OIHW
@@ -222,6 +241,36 @@ def test_mapping_from_an_explicit_file(tmp_path):
     assert m.name == "filemap" and m.origin == str(path)
     model = registry.build_model(str(path))
     assert tuple(model.fc.weight.shape) == (3, 2)
+
+
+def test_a_mapping_object_reaches_another_process_by_description(tmp_path):
+    """The TF child of verify gets the mapping itself, not only a name: built-ins by name, files
+    by path, objects built in code by the module that holds them, whatever their name."""
+    import json
+    import subprocess
+    import sys
+
+    assert registry.describe(registry.get_mapping("highresnet")) == {"name": "highresnet"}
+    path = tmp_path / "filemap.py"
+    path.write_text(MAPPING_FILE)
+    assert registry.describe(registry.get_mapping(str(path))) == {"file": str(path.resolve())}
+    # built in code, bound to a module-level name that is not MAPPING
+    module = tmp_path / "built_in_code.py"
+    module.write_text(MAPPING_FILE.replace("MAPPING = Mapping(", "MINE = Mapping(").replace('name="filemap"', 'name="coded"')
+                      + "\nfrom tf2pt.registry import describe\nimport json\nprint(json.dumps(describe(MINE)))\n")
+    env = dict(__import__("os").environ, PYTHONPATH=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", "import built_in_code"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    where = json.loads(out.stdout.strip().splitlines()[-1])
+    assert where["module"] == "built_in_code" and where["attr"] == "MINE"
+    code = f"from tf2pt.registry import from_description; print(from_description({where!r}).name)"
+    back = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)  # no PYTHONPATH: by file
+    assert back.returncode == 0 and back.stdout.split()[-1] == "coded", back.stderr
+    # an object no module holds cannot be sent: one clear error
+    loose = registry.get_mapping(str(path))
+    from dataclasses import replace
+
+    with pytest.raises(MappingError, match="no module holds it"):
+        registry.describe(replace(loose, origin="", name="loose"))
 
 
 def test_bad_mapping_files_give_one_line_errors(tmp_path):
