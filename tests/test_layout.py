@@ -124,7 +124,7 @@ def test_no_import_cycles_among_tf2pts_modules():
 
 def test_each_stage_has_its_folder():
     modules = own_modules()
-    for stage in ("tf2pt.read", "tf2pt.write", "tf2pt.verify", "tf2pt.models", "tf2pt.mappings"):
+    for stage in ("tf2pt.read", "tf2pt.write", "tf2pt.verify", "tf2pt.models", "tf2pt.nn", "tf2pt.mappings"):
         assert stage in modules and any(m.startswith(stage + ".") for m in modules), stage
     tracked = subprocess.run(["git", "ls-files", "mappings"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     if tracked:  # a git checkout (not an unpacked sdist)
@@ -146,7 +146,7 @@ def test_a_built_wheel_carries_the_mappings_as_tf2pt_mappings(tmp_path):
         names = set(zf.namelist())
         zf.extractall(tmp_path / "site")
     assert {"tf2pt/mappings/__init__.py", "tf2pt/mappings/highresnet.py", "tf2pt/mappings/deepbrain.py",
-            "tf2pt/read/bundle.py", "tf2pt/write/safetensors.py", "tf2pt/verify/run.py"} <= names
+            "tf2pt/read/bundle.py", "tf2pt/write/safetensors.py", "tf2pt/verify/run.py", "tf2pt/nn/same.py"} <= names
     assert not any(n.startswith("mappings/") for n in names)
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
     code = ("import sys, tf2pt.mappings\n"
