@@ -46,6 +46,8 @@ def test_convert_cli_reproduces_the_published_weights_without_tensorflow(run_cli
 
 
 def test_safetensors_output_and_provenance(tmp_path):
+    """By default the fingerprint is the index's sha256 plus the CRC32C checks (no second pass
+    over the data); --hash-sources adds every file's sha256."""
     out = tmp_path / "x.safetensors"
     r = CliRunner().invoke(cli, ["convert", str(EXAMPLE), "-m", "highresnet", "-o", str(out), "--report", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
@@ -53,8 +55,21 @@ def test_safetensors_output_and_provenance(tmp_path):
 
     assert_is_published(load_file(out))
     meta = safe_open(str(out), "pt").metadata()
+    assert "source_sha256" not in meta
+    fingerprint = json.loads(meta["source_fingerprint"])
+    index = EXAMPLE / "model.ckpt-33000.index"
+    assert fingerprint == {"method": "sha256 of the index; CRC32C of every converted tensor checked against it",
+                           "sha256": {index.name: hashlib.sha256(index.read_bytes()).hexdigest()}}
+    files = {os.path.basename(f["path"]): f.get("sha256") for f in json.loads((tmp_path / "r.json").read_text())["files"]}
+    assert files[index.name] == fingerprint["sha256"][index.name] and files["model.ckpt-33000.data-00000-of-00001"] is None
+    full = tmp_path / "full.safetensors"
+    r = CliRunner().invoke(cli, ["convert", str(EXAMPLE), "-m", "highresnet", "-o", str(full), "--hash-sources"])
+    assert r.exit_code == 0, r.output
+    meta = safe_open(str(full), "pt").metadata()
     hashes = json.loads(meta["source_sha256"])
+    assert json.loads(meta["source_fingerprint"]) == {"method": "sha256 of every source file", "sha256": hashes}
     with open_checkpoint(EXAMPLE) as ckpt:
+        assert len(hashes) == len(ckpt.files) == 2
         for f in ckpt.files:
             assert hashes[os.path.basename(f)] == hashlib.sha256(open(f, "rb").read()).hexdigest()
     assert (meta["mapping"], meta["target"], meta["tf2pt_version"]) == ("highresnet", "tf2pt", tf2pt.__version__)

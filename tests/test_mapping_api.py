@@ -312,3 +312,65 @@ def test_entry_point_plugins_are_found_and_duplicates_rejected(monkeypatch):
         registry.all_mappings(refresh=True)
     selected = []
     registry.all_mappings(refresh=True)
+
+
+def test_one_name_loads_one_builtin_unless_a_plugin_claims_it(monkeypatch):
+    """``-m highresnet`` imports just that module; a plug-in registered under the same name
+    sends the lookup through the full scan, which reports the clash."""
+    import importlib.metadata as md
+    import sys
+
+    monkeypatch.setattr(registry, "_cache", None)
+    monkeypatch.delitem(sys.modules, "tf2pt.mappings.deepbrain", raising=False)
+    assert registry.get_mapping("highresnet").name == "highresnet"
+    assert "tf2pt.mappings.deepbrain" not in sys.modules and registry._cache is None
+
+    class EP:
+        name, value = "highresnet", "pkg:clash"
+
+        def load(self):
+            return Mapping(name="highresnet", description="a clash", source=Source(origin="x"), targets=TOY.targets)
+
+    monkeypatch.setattr(registry, "_plugins_declared", lambda: True)
+    monkeypatch.setattr(md, "entry_points", lambda group=None: [EP()])
+    with pytest.raises(MappingError, match="'highresnet' is defined twice"):
+        registry.get_mapping("highresnet")
+    monkeypatch.setattr(md, "entry_points", lambda group=None: [])
+    registry.all_mappings(refresh=True)
+
+
+def test_the_literal_prefix_never_rejects_a_real_match():
+    """Rules are filtered by their literal prefix before any regex is compiled (a mapping of
+    hundreds of literal rules compiles only those it uses): a full match must always pass."""
+    import random
+    import re
+    import warnings
+
+    from tf2pt.mapping import _literal_prefix
+
+    assert _literal_prefix(r"HighRes3DNet/res_1_0/bn_0/gamma") == ("HighRes3DNet/res_1_0/bn_0/gamma", True)
+    assert _literal_prefix(r"HighRes3DNet/conv_0_bn_(?:relu|prelu)/conv_/w") == ("HighRes3DNet/conv_0_bn_", False)
+    assert _literal_prefix("abc|def") == ("", False) and _literal_prefix("ab?c") == ("a", False)
+    rng = random.Random(0)
+    alphabet = "ab.|*?+()[]\\{}2d"
+    checked = 0
+    for _ in range(5000):
+        pattern = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 7)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                rx = re.compile(pattern)
+            except re.error:
+                continue
+        rule = Rename(pattern, "k")
+        for _ in range(10):
+            text = "".join(rng.choice("ab.|*?+()[]\\{}2d") for _ in range(rng.randint(0, 6)))
+            if rx.fullmatch(text):
+                checked += 1
+                assert rule.could_match(text), (pattern, text)
+    assert checked > 100
+
+
+def test_a_bad_regex_in_a_rule_is_a_mapping_error():
+    with pytest.raises(MappingError, match="bad regular expression"):
+        Rename("net/(unclosed", "k").match("net/(unclosed")

@@ -45,7 +45,7 @@ def test_convert_with_a_declared_spec_never_imports_torch(run_cli, checkpoints, 
         key = name.replace("/", ".")
         np.testing.assert_array_equal(got[key], value.T if transposed else value)
     meta = safe_open(str(out), "np").metadata()
-    assert set(json.loads(meta["source_sha256"])) == {Path(ckpt).name + ".index", Path(ckpt).name + ".data-00000-of-00001"}
+    assert set(json.loads(meta["source_fingerprint"])["sha256"]) == {Path(ckpt).name + ".index"}
 
 
 def test_pth_output_checks_the_spec_against_the_model(cli_run, checkpoints, tmp_path):
@@ -176,14 +176,20 @@ def test_numpy_declines_what_only_torch_does_exactly():
     assert bytes(array_bytes(as_array(filled, ckpt))) == bytes(tensor_bytes(as_tensor(filled, ckpt)))
 
 
-def test_no_hash_sources_leaves_the_hashes_out(run_cli, checkpoints, tmp_path):
-    out = tmp_path / "x.safetensors"
-    r = run_cli("convert", checkpoints("bench_blocks"), "-m", LAYOUT_KEPT, "-o", out, "--no-hash-sources",
-                "--report", tmp_path / "r.json", block=("torch",))
-    assert r.returncode == 0, r.stderr
-    meta = safe_open(str(out), "np").metadata()
-    assert "source_sha256" not in meta and meta["mapping"] == "bench_blocks_identity"
-    assert all("sha256" not in f for f in json.loads((tmp_path / "r.json").read_text())["files"])
+def test_no_hash_sources_is_the_default_kept_as_an_alias(cli_run, checkpoints, tmp_path):
+    """--no-hash-sources (the old opt-out) still works and writes what the default writes."""
+    outs = []
+    for flag in ((), ("--no-hash-sources",)):
+        out = tmp_path / f"x{len(outs)}.safetensors"
+        r = cli_run("convert", checkpoints("bench_blocks"), "-m", LAYOUT_KEPT, "-o", out, *flag, "--report",
+                    tmp_path / f"r{len(outs)}.json")
+        assert r.returncode == 0, r.stderr
+        outs.append(out)
+    metas = [safe_open(str(out), "np").metadata() for out in outs]
+    assert metas[0] == metas[1] and "source_sha256" not in metas[0] and metas[0]["mapping"] == "bench_blocks_identity"
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    rows = json.loads((tmp_path / "r1.json").read_text())["files"]
+    assert [("sha256" in f) for f in rows] == [True, False]  # the index hashed, not the data
 
 
 def test_a_dtype_change_loads_torch_midway_and_converts_exactly(run_cli, checkpoints, tf, tmp_path):

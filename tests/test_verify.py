@@ -111,9 +111,9 @@ def test_without_a_graph_the_reference_forward_runs_and_says_why(checkpoints, tm
     report = verify(prefix, "highresnet", synthetic=(16, 16, 16))
     assert report.passed and report["tf_side"] == "reference"
     assert "model.ckpt-33000.meta not found" in report["tf_side_reason"]
-    # a graph without the named tensor: the reference runs, and the report says so
-    report = verify(checkpoints("niftynet_highres3dnet"), "highresnet", synthetic=(16, 16, 16), tf_output="nope:0")
-    assert report.passed and report["tf_side"] == "reference" and "no tensor" in report["tf_side_reason"]
+    # a tensor name the user gives that the graph lacks is an error naming the closest tensors
+    with pytest.raises(InputError, match=r"--tf-output 'logit:0'.*no such tensor.*closest: logits:0"):
+        verify(checkpoints("niftynet_highres3dnet"), "highresnet", synthetic=(16, 16, 16), tf_output="logit:0")
 
 
 def test_volumes_npy_nifti_orientation_and_sizes(tmp_path):

@@ -233,9 +233,11 @@ def _write_json(path, data, force):
               help="Also write the full conversion report as JSON.")
 @click.option("--strict/--no-strict", default=True, show_default=True,
               help="Fail on any unmapped variable, unfilled key or shape mismatch (default), or convert what matches.")
-@click.option("--hash-sources/--no-hash-sources", default=True, show_default=True,
-              help="Record the sha256 of every source file in the safetensors metadata (computed alongside the "
-                   "conversion; on 2 cores it is the slowest part of converting a large checkpoint).")
+@click.option("--hash-sources/--no-hash-sources", default=False,
+              help="Also record the sha256 of every source file in the safetensors metadata (a second pass "
+                   "over the data, computed alongside the conversion). By default the fingerprint is the "
+                   "sha256 of the .index plus the CRC32C check of every converted tensor, which costs no extra "
+                   "pass. --no-hash-sources is the default (kept as a no-op for one release).")
 @force_option
 @quiet_option
 @handle_errors
@@ -253,7 +255,7 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_s
     from .conversion import prepare
     from .read import open_checkpoint
     from .write.atomic import check_output
-    from .write.provenance import BackgroundHashes, provenance
+    from .write.provenance import BackgroundHashes, fingerprint, provenance
 
     start = time.perf_counter()
     fmt = write.output_format(output)
@@ -261,16 +263,17 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_s
     check_output(report_path, force)
 
     source = open_checkpoint(checkpoint)
-    # sha256 of the sources for the provenance metadata, in a thread that starts before torch is
-    # imported and the plan is made, so it overlaps them instead of adding a pass
+    # --hash-sources: sha256 of the sources in a thread that starts before torch is imported and
+    # the plan is made, so it overlaps them; by default the cheap fingerprint alone
     hashes = BackgroundHashes(source.files) if hash_sources else None
     # .pth output loads torch to write, so a declared target spec is checked against the model too
     ckpt, entries, report = prepare(source, mapping, target, strict=strict, check_model=fmt == "pth")
     with ckpt:
+        fp = None if hashes else fingerprint(ckpt)
         total = sum(write.nbytes(e.shape, e.dtype) for e in entries)
         with progress_bar(total, "converting", disable=quiet) as advance:
             write.write_entries(ckpt, entries, output,
-                                metadata=provenance(ckpt, report, hashes and hashes.placeholder()),
+                                metadata=provenance(ckpt, report, hashes and hashes.placeholder(), fp),
                                 force=force, progress=advance,
                                 final_metadata=hashes and (lambda: provenance(ckpt, report, hashes.result())),
                                 # the writer's second thread only where a core is left beside the hashing
@@ -325,11 +328,18 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_s
                    "voxels (a compact, compressed reference for large volumes).")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Take the TF side from a --save-reference file (needs torch, not TF).")
+@click.option("--reference-cache", type=click.Path(file_okay=False, path_type=str), default=None, metavar="DIR",
+              help="Keep the TF side's output in DIR, keyed by the checkpoint, the input and the TF request; "
+                   "a repeated run (e.g. in one CI job) reads it instead of running TensorFlow.")
+@click.option("--trust-graph", is_flag=True,
+              help="Run the checkpoint's graph even where the ops it would run are not all pure computation "
+                   "(file I/O, Python, custom ops). Off by default: see docs/reliability.md.")
 @force_option
 @quiet_option
 @handle_errors
 def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, json_path, figure, atol, min_agreement,
-               per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels, reference, force, quiet):
+               per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels, reference, reference_cache,
+               trust_graph, force, quiet):
     """Run TensorFlow and PyTorch on one volume and report parity.
 
     \b
@@ -354,7 +364,7 @@ def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, jso
 
         info = save_ref(checkpoint, mapping, save_reference, volume=volume, synthetic=synthetic, crop=crop,
                         tf_input=tf_input, tf_output=tf_output, per_layer=per_layer, force=force,
-                        sample_voxels=sample_voxels)
+                        sample_voxels=sample_voxels, trust_graph=trust_graph)
         if not quiet:
             click.echo(f"saved TF reference to {save_reference}: {info['tf_side']} ({info['tf_side_reason']})", err=True)
         return
@@ -364,7 +374,8 @@ def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, jso
     check_output(json_path, force)
     report = verify(checkpoint, mapping, target, volume=volume, synthetic=synthetic, crop=crop, device=device,
                     atol=atol, min_agreement=min_agreement, per_layer=per_layer, allow_tf32=allow_tf32,
-                    tf_input=tf_input, tf_output=tf_output, reference=reference, figure=figure, force=force)
+                    tf_input=tf_input, tf_output=tf_output, reference=reference, figure=figure, force=force,
+                    trust_graph=trust_graph, reference_cache=reference_cache)
     if json_path:
         _write_json(json_path, report.to_dict(), force)
     if not quiet or not report.passed:

@@ -86,9 +86,13 @@ NUMPY_NATIVE: FrozenSet[str] = frozenset(
 
 
 def name(enum: int) -> str:
-    """``"float32"`` for 1, ...; unknown values become ``"dtype<N>"`` (and are unsupported)."""
-    enum &= 0x7F  # reference types (100 + n) are not stored in checkpoints, but be lenient
-    return NAMES.get(enum, f"dtype{enum}")
+    """``"float32"`` for 1, ...; a reference type (100 + n, never stored in checkpoints) is
+    ``"float32_ref"``; anything else ``"unknown (enum N)"`` (and unsupported)."""
+    if enum in NAMES:
+        return NAMES[enum]
+    if enum - 100 in NAMES:
+        return NAMES[enum - 100] + "_ref"
+    return f"unknown (enum {enum})"
 
 
 def is_supported(enum: int) -> bool:

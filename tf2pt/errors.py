@@ -61,6 +61,11 @@ class UnsupportedError(CheckpointError):
     """Valid input that tf2pt does not handle (e.g. a ``variant`` or ``resource`` tensor)."""
 
 
+class UnsafeGraphError(CheckpointError):
+    """A checkpoint's graph would run something other than pure computation (file I/O, Python,
+    an op tf2pt does not know); verify refuses to run it."""
+
+
 class InputError(Tf2ptError):
     """A non-checkpoint input is wrong: a volume file, a reference file, an option value."""
 

@@ -24,6 +24,87 @@ from .errors import DependencyError, MappingError, did_you_mean
 
 KeySpec = Union[str, Callable[["re.Match[str]"], str]]
 
+_META = set(".^$*+?{}[]|()")
+
+
+def _literal_prefix(pattern: str) -> Tuple[str, bool]:
+    """``(prefix, whole)``: the text every full match of ``pattern`` starts with, and whether
+    that is all of it (a literal pattern). Found by a scan, not by compiling: a mapping of
+    hundreds of literal rules then compiles only the few that are used."""
+    if _top_level_alternation(pattern):
+        return "", False
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            nxt = pattern[i + 1] if i + 1 < len(pattern) else ""
+            if not nxt or nxt.isalnum() or nxt == "_":  # \d, \1, ...: a class or a reference
+                return "".join(out), False
+            out.append(nxt)
+            i += 2
+            continue
+        if c in _META:
+            # a quantifier makes the character before it optional
+            if c in "*?{" and out:
+                out.pop()
+            return "".join(out), False
+        out.append(c)
+        i += 1
+    return "".join(out), True
+
+
+def _top_level_alternation(pattern: str) -> bool:
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1:i + 2] == "]":  # "[]...]": a literal ] first
+                i += 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
+class _Pattern:
+    """A full-match regex, compiled when first needed (a bad one is a MappingError then)."""
+
+    pattern: Optional[str]
+
+    @property
+    def regex(self) -> "re.Pattern[str]":
+        rx = self.__dict__.get("_rx")
+        if rx is None:
+            try:
+                rx = re.compile(self.pattern)
+            except re.error as exc:
+                raise MappingError(f"bad regular expression {self.pattern!r} in a mapping rule ({exc})") from None
+            object.__setattr__(self, "_rx", rx)
+        return rx
+
+    def could_match(self, text: str) -> bool:
+        """A cheap necessary condition for a full match (no regex compiled)."""
+        info = self.__dict__.get("_prefix")
+        if info is None:
+            info = _literal_prefix(self.pattern)
+            object.__setattr__(self, "_prefix", info)
+        prefix, whole = info
+        return text == prefix if whole else text.startswith(prefix)
+
+    def fullmatch(self, text: str) -> Optional["re.Match[str]"]:
+        return self.regex.fullmatch(text) if self.could_match(text) else None
+
 
 @dataclass(frozen=True)
 class Source:
@@ -38,7 +119,7 @@ class Source:
 
 
 @dataclass(frozen=True)
-class Ignore:
+class Ignore(_Pattern):
     """Drop the TF variables whose name fully matches ``pattern``, for ``reason``.
 
     With ``role`` set (and no pattern) the rule instead matches every variable of that role:
@@ -54,13 +135,11 @@ class Ignore:
     def __post_init__(self):
         if (self.pattern is None) == (self.role is None):
             raise MappingError(f"ignore rule {self.reason!r} needs exactly one of a pattern or a role")
-        if self.pattern is not None:
-            object.__setattr__(self, "_rx", re.compile(self.pattern))
 
     def matches(self, name: str, role: str) -> bool:
         if self.role is not None:
             return role == self.role
-        return self._rx.fullmatch(name) is not None
+        return self.fullmatch(name) is not None
 
 
 #: The usual first ignore rule: drop everything tf2pt classifies as training-only.
@@ -70,7 +149,7 @@ GRAPH_CONSTANTS = Ignore(None, "graph constant", role="constant")
 
 
 @dataclass(frozen=True)
-class Rename:
+class Rename(_Pattern):
     """A TF name fully matching ``pattern`` becomes ``key`` after ``transform``.
 
     ``key`` is a template expanded with the match (``\\1``, ``\\g<name>``), or a function of the
@@ -81,33 +160,27 @@ class Rename:
     key: KeySpec
     transform: str = "identity"
 
-    def __post_init__(self):
-        object.__setattr__(self, "_rx", re.compile(self.pattern))
-
     def match(self, name: str) -> Optional["re.Match[str]"]:
-        return self._rx.fullmatch(name)
+        return self.fullmatch(name)
 
     def key_for(self, match: "re.Match[str]") -> str:
         return self.key(match) if callable(self.key) else match.expand(self.key)
 
 
 @dataclass(frozen=True)
-class Fill:
+class Fill(_Pattern):
     """Target keys fully matching ``pattern`` that have no TF counterpart get ``value``."""
 
     pattern: str
     value: Any
     reason: str
 
-    def __post_init__(self):
-        object.__setattr__(self, "_rx", re.compile(self.pattern))
-
     def matches(self, key: str) -> bool:
-        return self._rx.fullmatch(key) is not None
+        return self.fullmatch(key) is not None
 
 
 @dataclass(frozen=True)
-class Refuse:
+class Refuse(_Pattern):
     """Variables fully matching ``pattern`` make the conversion fail with ``message``.
 
     For checkpoints a mapping knowingly does not support (rather than mis-converting them).
@@ -116,11 +189,8 @@ class Refuse:
     pattern: str
     message: str
 
-    def __post_init__(self):
-        object.__setattr__(self, "_rx", re.compile(self.pattern))
-
     def matches(self, name: str) -> bool:
-        return self._rx.fullmatch(name) is not None
+        return self.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)

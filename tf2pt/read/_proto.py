@@ -123,9 +123,18 @@ def packed_varints(value: Value) -> List[int]:
 # -------------------------------------------------------------------------------------------
 
 
+#: TensorFlow's limit on a tensor's rank (``TensorShape::MaxDimensions``)
+MAX_RANK = 254
+#: the most elements a stored tensor can have (counting its non-zero dimensions: a shape such
+#: as ``[2**62, 0]`` holds nothing but still claims an impossible extent)
+MAX_ELEMENTS = 1 << 48
+
+
 def tensor_shape(buf: bytes) -> Tuple[int, ...]:
-    """``TensorShapeProto``: ``dim`` (2) = {``size`` (1)}; ``unknown_rank`` (3)."""
+    """``TensorShapeProto``: ``dim`` (2) = {``size`` (1)}; ``unknown_rank`` (3). A rank above
+    :data:`MAX_RANK` or more than :data:`MAX_ELEMENTS` elements is malformed."""
     dims = []
+    extent = 1
     for number, _, value in iter_fields(buf):
         if number == 2:
             size = 0
@@ -133,6 +142,12 @@ def tensor_shape(buf: bytes) -> Tuple[int, ...]:
                 if n2 == 1:
                     size = as_int64(v2, "dimension size")
             dims.append(size)
+            if len(dims) > MAX_RANK:
+                raise ProtoError(f"shape of rank above {MAX_RANK}")
+            if size > 0:
+                extent *= size
+                if extent > MAX_ELEMENTS:
+                    raise ProtoError("shape claims more than 2**48 elements")
         elif number == 3 and as_int(value, "unknown_rank"):
             raise ProtoError("shape of unknown rank")
     return tuple(dims)

@@ -29,6 +29,18 @@ class TableError(ValueError):
     pass
 
 
+#: a key longer than this is refused (TF's keys are variable names: tens of bytes)
+MAX_KEY_BYTES = 1 << 16
+
+
+def decoded_budget(file_size: int) -> int:
+    """The most key and value bytes a table of ``file_size`` bytes may decode to. Prefix
+    compression lets each key repeat most of the one before it, so a small crafted file could
+    otherwise claim gigabytes of keys (and the time to build and classify them); TF's own
+    indexes decode to a few times their size."""
+    return 64 * file_size + (64 << 20)
+
+
 def _handle(buf, pos: int, end: int) -> Tuple[int, int, int]:
     try:
         offset, pos = read_varint(buf, pos, end)
@@ -125,6 +137,8 @@ def _block_entries(block: bytes, what: str) -> Iterator[Tuple[bytes, bytes]]:
             vlen, pos = read_varint(block, pos, limit)
             if shared > len(key) or pos + unshared + vlen > limit:
                 raise TableError(f"{what} block has an entry that runs past its end")
+            if shared + unshared > MAX_KEY_BYTES:
+                raise TableError(f"{what} block has a key of {shared + unshared} bytes (at most {MAX_KEY_BYTES})")
             key = key[:shared] + block[pos:pos + unshared]
             pos += unshared
             yield key, block[pos:pos + vlen]
@@ -146,13 +160,19 @@ def read_table(buf) -> List[Tuple[bytes, bytes]]:
     index = _read_block(buf, index_offset, index_size, "index")
     out: List[Tuple[bytes, bytes]] = []
     previous = None
+    budget = decoded_budget(n)
     for _, handle in _block_entries(index, "index"):
         offset, size, _ = _handle(handle, 0, len(handle))
         block = _read_block(buf, offset, size, "data")
+        budget -= len(block)
         for key, value in _block_entries(block, "data"):
             if previous is not None and key <= previous:
                 kind = "duplicate key" if key == previous else "keys out of order"
                 raise TableError(f"{kind} {key[:80]!r}")
             previous = key
+            budget -= len(key)
+            if budget < 0:
+                raise TableError(f"its keys decode to more than {decoded_budget(n)} bytes from a {n}-byte file "
+                                 "(crafted prefix compression?)")
             out.append((key, value))
     return out

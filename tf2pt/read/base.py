@@ -61,6 +61,9 @@ class Checkpoint:
     * ``path``: what the user gave; ``prefix``: the resolved bundle prefix (or the file read);
     * ``kind``: ``"bundle"``, ``"savedmodel"``, ``"graphdef"``, ...;
     * ``files``: the :class:`~pathlib.Path` of every file the source reads (for hashing, provenance);
+    * ``fingerprint_files`` (property): the files whose sha256 identifies the source cheaply --
+      a bundle's ``.index``, whose CRC32C of every tensor ``read`` checks; by default all files;
+    * ``crc_checked``: whether every tensor read is checked against a checksum the source holds;
     * ``notes``: one-line remarks for the user (e.g. the state-file fallback);
     * ``variables``: name -> :class:`VariableInfo`, sorted by name, built without reading data;
     * ``read(name, check_crc=True)``, ``iter_chunks(name, chunk_bytes)``, ``close()``; a context manager.
@@ -70,6 +73,7 @@ class Checkpoint:
     """
 
     kind = "base"
+    crc_checked = False
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -77,6 +81,10 @@ class Checkpoint:
         self.files: List[Path] = []
         self.notes: List[str] = []
         self.variables: Dict[str, VariableInfo] = {}
+
+    @property
+    def fingerprint_files(self) -> List[Path]:
+        return list(self.files)
 
     def read(self, name: str, check_crc: bool = True) -> np.ndarray:
         raise NotImplementedError

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -39,6 +40,7 @@ from ._crc import crc32c, mask
 from ._proto import ProtoError, as_bytes, as_int, as_int64, iter_fields, packed_varints, read_varint, tensor_shape
 from ._sstable import TableError, read_table
 from .base import DEFAULT_CHUNK, Checkpoint, VariableInfo, np, prod
+from .files import read_regular, regular_size
 from .roles import classify
 from .slices import parse_slice_key, slice_key
 
@@ -120,6 +122,14 @@ class BundleCheckpoint(Checkpoint):
     """A V2 tensor bundle (also the ``variables/`` of a SavedModel)."""
 
     kind = "bundle"
+    #: every tensor read is checked against the CRC32C the index records for it
+    crc_checked = True
+
+    @property
+    def fingerprint_files(self) -> List[Path]:
+        """The ``.index``: it holds every tensor's CRC32C (checked on read), so its sha256 and
+        those checks identify the data without a second pass over it."""
+        return self.files[:1]
 
     def __init__(self, path, prefix: str, kind: str = "bundle", notes=(), savedmodel_dir: Optional[str] = None):
         super().__init__(path)
@@ -139,13 +149,7 @@ class BundleCheckpoint(Checkpoint):
 
     # -- index --------------------------------------------------------------------------------
     def _load_index(self) -> None:
-        try:
-            with open(self.index_path, "rb") as fh:
-                raw = fh.read()
-        except FileNotFoundError:
-            raise CheckpointNotFoundError("checkpoint index not found", path=self.index_path) from None
-        except OSError as exc:
-            raise CheckpointNotFoundError(f"cannot read: {exc.strerror}", path=self.index_path) from None
+        raw = read_regular(self.index_path, "checkpoint index")
         if not raw:
             raise self._corrupt("empty file (0 bytes), not a checkpoint index")
         try:
@@ -192,6 +196,7 @@ class BundleCheckpoint(Checkpoint):
         self._entries = entries
         self._check_files()
         self._check_entries()
+        self._check_data_claims()
         used = {slice_key(name, x) for name, e in entries.items() for x in e.slices} if self._slices else set()
         orphans = len(self._slices) - len(used)
         if orphans:
@@ -207,10 +212,10 @@ class BundleCheckpoint(Checkpoint):
         missing = []
         for shard in range(self.num_shards):
             p = self._data_path(shard)
-            try:
-                self._sizes[shard] = os.path.getsize(p)
-            except OSError:
+            if not os.path.lexists(p):
                 missing.append(p)
+                continue
+            self._sizes[shard] = regular_size(p, "data shard")
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             raise CheckpointNotFoundError(f"data shard missing ({os.path.basename(missing[0])}{more})", path=missing[0],
@@ -263,6 +268,10 @@ class BundleCheckpoint(Checkpoint):
             else:
                 self._check_extent(repr(name), entry)
 
+    #: slices checked pairwise at most (TF partitions along one axis, checked in n log n; a
+    #: crafted tiling along several axes could otherwise cost n**2)
+    MAX_MULTI_AXIS_SLICES = 4096
+
     def _check_tiling(self, name: str, entry: IndexEntry) -> None:
         """The slices of a partitioned variable cover its shape exactly once (TF refuses to
         restore a variable its slices do not cover; overlaps would be ambiguous)."""
@@ -272,15 +281,43 @@ class BundleCheckpoint(Checkpoint):
         if covered != prod(entry.shape):
             raise self._corrupt(f"partitioned variable {name!r}: its slices cover {covered} of "
                                 f"{prod(entry.shape)} elements")
-        # sweep along the axis with the most distinct starts (the partitioned axis)
-        axis = max(range(len(entry.shape)), key=lambda d: len({box[d][0] for box in boxes}))
+        cut = [d for d, dim in enumerate(entry.shape) if any(box[d] != (0, dim) for box in boxes)]
+        if len(cut) <= 1:  # one partitioned axis, as TF writes: sorted, each slice starts where one ends
+            axis = cut[0] if cut else 0
+            spans = sorted(box[axis] for box in boxes)
+            end = 0
+            for lo, hi in spans:
+                if lo != end:
+                    raise self._corrupt(f"partitioned variable {name!r} has overlapping slices")
+                end = hi
+            return
+        if len(boxes) > self.MAX_MULTI_AXIS_SLICES:
+            raise UnsupportedError(f"partitioned variable {name!r} has {len(boxes)} slices along {len(cut)} axes "
+                                   f"(tf2pt checks at most {self.MAX_MULTI_AXIS_SLICES} such slices)",
+                                   path=self.index_path)
+        # sweep along the axis with the most distinct starts
+        axis = max(cut, key=lambda d: len({box[d][0] for box in boxes}))
         boxes.sort(key=lambda box: box[axis])
         for i, a in enumerate(boxes):
-            for b in boxes[i + 1:]:
+            for j in range(i + 1, len(boxes)):
+                b = boxes[j]
                 if b[axis][0] >= a[axis][1]:
                     break
                 if all(bl < ah and al < bh for (al, ah), (bl, bh) in zip(a, b)):
                     raise self._corrupt(f"partitioned variable {name!r} has overlapping slices")
+
+    def _check_data_claims(self) -> None:
+        """No two entries share data: each shard's entries claim at most its size in all. (TF
+        stores every tensor once; entries pointing at the same bytes would make a small file
+        write a huge output.)"""
+        claimed: Dict[int, int] = {}
+        for entry in list(self._entries.values()) + list(self._slices.values()):
+            if not entry.slices:
+                claimed[entry.shard] = claimed.get(entry.shard, 0) + entry.size
+        for shard, total in claimed.items():
+            if total > self._sizes.get(shard, 0):
+                raise self._corrupt(f"its entries claim {total} bytes of a {self._sizes.get(shard, 0)}-byte data file: "
+                                    "some share the same data", path=self._data_path(shard))
 
     def _describe(self) -> Dict[str, VariableInfo]:
         from .objgraph import decode
@@ -318,8 +355,9 @@ class BundleCheckpoint(Checkpoint):
                 fh = open(path, "rb")
             except OSError as exc:
                 raise CheckpointNotFoundError(f"cannot open data shard: {exc.strerror}", path=path) from None
-            size = os.fstat(fh.fileno()).st_size
-            if size != self._sizes[shard]:
+            st = os.fstat(fh.fileno())
+            size = st.st_size
+            if not stat.S_ISREG(st.st_mode) or size != self._sizes[shard]:
                 fh.close()
                 raise self._corrupt("data file changed size while open", path=path)
             self._files[shard] = fh

@@ -30,8 +30,15 @@ from .. import dtypes
 from ._proto import ProtoError, as_bytes, as_int, as_int64, as_str, iter_fields, packed_varints, tensor_shape
 from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
 from .base import Checkpoint, VariableInfo
+from .files import read_regular
 
 MAX_SPLAT_BYTES = 1 << 30  # a constant expanded from fewer values than elements may not exceed this
+
+
+def expansion_budget(file_size: int) -> int:
+    """The most bytes all of a graph's constants may expand to beyond what the file stores
+    (a TensorProto may hold one value for a huge shape: a 168-byte file could claim gigabytes)."""
+    return 64 * file_size + (1 << 30)
 
 
 @dataclass
@@ -147,6 +154,8 @@ def const_array(c: _Const, label: str) -> np.ndarray:
     if np_dtype == object:
         if len(vals) not in (0, 1, n) and len(vals) != n:
             raise ValueError(f"constant {label} has {len(vals)} strings for {n} elements")
+        if len(vals) < n and n * 8 > MAX_SPLAT_BYTES:  # one object pointer per element at least
+            raise ValueError(f"constant {label} would expand {len(vals)} string(s) to shape {list(c.shape)}")
         out = np.empty(n, dtype=object)
         for i in range(n):
             out[i] = vals[min(i, len(vals) - 1)] if vals else b""
@@ -179,13 +188,7 @@ class GraphDefCheckpoint(Checkpoint):
         if os.fspath(path).endswith(".pbtxt"):
             raise UnsupportedError("text-format GraphDefs are not supported", path=path,
                                    hint="convert it to binary with tf.io.write_graph(..., as_text=False)")
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            raise CheckpointNotFoundError("no such file", path=path) from None
-        except OSError as exc:
-            raise CheckpointNotFoundError(f"cannot read: {exc.strerror}", path=path) from None
+        data = read_regular(path, "graph file", limit=2 << 30)  # a protobuf cannot exceed 2 GiB
         if not data:
             raise CorruptCheckpointError("empty file (0 bytes), not a GraphDef", path=path)
         try:
@@ -204,6 +207,7 @@ class GraphDefCheckpoint(Checkpoint):
             for inp in node.inputs:
                 consumers.setdefault(inp.lstrip("^").split(":")[0], []).append(node)
         self._consts: Dict[str, _Const] = {}
+        expanded = 0  # bytes the constants would take beyond their stored values
         for node in self.nodes:
             if node.op != "Const":
                 continue
@@ -229,7 +233,13 @@ class GraphDefCheckpoint(Checkpoint):
                 nbytes = len(c.content)
             else:
                 nbytes = n * np_dtype.itemsize if np_dtype is not None and np_dtype != object else 0
+                stored = sum(len(v) if isinstance(v, bytes) else 8 for items in c.values.values() for _, v in items)
+                expanded += max(0, (nbytes if np_dtype is not None and np_dtype != object else 8 * n) - stored)
             self.variables[node.name] = VariableInfo(node.name, dtypes.name(c.dtype), tuple(c.shape), nbytes, role, reason)
+        if expanded > expansion_budget(len(data)):
+            raise CorruptCheckpointError(
+                f"its constants would expand to {expanded} bytes from a {len(data)}-byte file (shapes filled from "
+                "single values)", path=path, hint="a real frozen graph stores its weights in full; do not use this one")
         self.variables = dict(sorted(self.variables.items()))
 
     def read(self, name: str, check_crc: bool = True) -> np.ndarray:

@@ -53,69 +53,103 @@ def _node(buf: bytes):
     return children, attributes, slots
 
 
+#: readable names are built from at most this many path components (a deeper path keeps its
+#: last ones after ``<...>/``), and Keras 3 slot names are matched against model variable
+#: names of at most this many characters: a crafted graph of one long chain, or of names made
+#: of thousands of underscores, then costs time and memory linear in its size
+MAX_PATH_DEPTH = 64
+MAX_MATCHED_NAME = 1024
+
+
 def _attribute_keras3_slots(out: Dict[str, KeyInfo]) -> None:
     """Keras 3 optimizers keep slots as plain variables named ``<optimizer>/<var>_<slot>``
     (``adam/conv2d_1_kernel_momentum``), with ``/`` in the variable name turned into ``_``.
-    Attribute them to the model variable whose flattened name they extend."""
-    flat = {info.readable_name.replace("/", "_"): info.readable_name for info in out.values() if info.owner is None}
+    Attribute them to the model variable whose flattened name they extend (the longest)."""
+    flat = {info.readable_name.replace("/", "_"): info.readable_name for info in out.values()
+            if info.owner is None and len(info.readable_name) <= MAX_MATCHED_NAME}
     for key, info in list(out.items()):
         if info.owner != "optimizer" or "/" not in info.readable_name:
             continue
         tail = info.readable_name.split("/", 1)[1]
-        head, sep, slot = tail.rpartition("_")
-        while sep:
-            if head in flat:
-                out[key] = KeyInfo(info.readable_name, slot_of=flat[head], slot_name=slot, owner="optimizer")
+        # candidate splits at each "_" from the right, heads no longer than any model name
+        for cut in range(min(len(tail), MAX_MATCHED_NAME + 1) - 1, 0, -1):
+            if tail[cut] == "_" and tail[:cut] in flat:
+                out[key] = KeyInfo(info.readable_name, slot_of=flat[tail[:cut]], slot_name=tail[cut + 1:],
+                                   owner="optimizer")
                 break
-            head, sep, rest = head.rpartition("_")
-            slot = f"{rest}_{slot}"
+
+
+#: where a node sits: the model's, the optimizer's (``.../optimizer``, except the model's
+#: variables it lists under ``optimizer/_trainable_variables``), or a metric's
+_NONE, _OPTIMIZER_ROOT, _OPTIMIZER, _METRIC = range(4)
+
+
+def _owner_state(parent: int, local_name: str) -> int:
+    if parent == _NONE:
+        if local_name == "optimizer":
+            return _OPTIMIZER_ROOT
+        return _METRIC if local_name in ("metrics", "_metrics") else _NONE
+    if parent == _OPTIMIZER_ROOT:
+        return _NONE if local_name == "_trainable_variables" else _OPTIMIZER
+    return parent
 
 
 def decode(data: bytes) -> Dict[str, KeyInfo]:
     """``{checkpoint_key: KeyInfo}`` for every serialized tensor in the graph.
 
-    Raises :class:`~tf2pt.read._proto.ProtoError` on malformed bytes.
+    Linear in the size of ``data``: paths are parent links, and only nodes that hold tensors get
+    a readable name (at most :data:`MAX_PATH_DEPTH` components). Raises
+    :class:`~tf2pt.read._proto.ProtoError` on malformed bytes.
     """
     nodes = [_node(as_bytes(v, "node")) for n, _, v in iter_fields(data) if n == 1]
     if not nodes:
         return {}
     # object paths, breadth first from the root (node 0); the first path found wins
-    paths: Dict[int, str] = {0: ""}
+    parent: Dict[int, Tuple[int, str]] = {0: (-1, "")}
+    state: Dict[int, int] = {0: _NONE}
     queue = deque([0])
     while queue:
         i = queue.popleft()
         for child, local_name in nodes[i][0]:
             if not 0 <= child < len(nodes):
                 raise ProtoError(f"object graph reference to node {child} of {len(nodes)}")
-            if child not in paths:
-                paths[child] = f"{paths[i]}/{local_name}" if paths[i] else local_name
+            if child not in parent:
+                parent[child] = (i, local_name)
+                state[child] = _owner_state(state[i], local_name)
                 queue.append(child)
 
-    def owner_of(path: str) -> Optional[str]:
-        parts = path.split("/")
-        if "optimizer" in parts:
-            after = parts[parts.index("optimizer") + 1:]
-            # Keras 3 optimizers also reference the model's variables they train; those stay the model's
-            if after[:1] != ["_trainable_variables"]:
-                return "optimizer"
-        if "metrics" in parts or "_metrics" in parts:
-            return "metric"
-        return None
+    def path_of(i: int) -> str:
+        if i not in parent:
+            return f"<node {i}>"
+        parts = []
+        while i > 0 and len(parts) < MAX_PATH_DEPTH:
+            i, local_name = parent[i]
+            parts.append(local_name)
+        if i > 0:
+            parts.append("<...>")
+        return "/".join(reversed(parts))
 
+    owners = {_NONE: None, _OPTIMIZER_ROOT: "optimizer", _OPTIMIZER: "optimizer", _METRIC: "metric"}
     out: Dict[str, KeyInfo] = {}
     readable_of_node: Dict[int, str] = {}
     for i, (_, attributes, _) in enumerate(nodes):
-        path = paths.get(i, f"<node {i}>")
+        if not attributes:
+            continue
+        path = path_of(i)
         for name, full_name, key in attributes:
             readable = full_name or (path if name == "VARIABLE_VALUE" else f"{path}/{name}")
             readable_of_node.setdefault(i, readable)
-            out[key] = KeyInfo(readable, owner=owner_of(path))
+            out[key] = KeyInfo(readable, owner=owners[state.get(i, _NONE)])
     _attribute_keras3_slots(out)
+    attributed = set()  # each slot node once, however many references name it
     for i, (_, _, slots) in enumerate(nodes):
         for original, slot_name, slot_node in slots:
             if not (0 <= original < len(nodes) and 0 <= slot_node < len(nodes)):
                 raise ProtoError("object graph slot reference out of range")
-            var_name = readable_of_node.get(original, paths.get(original, f"<node {original}>"))
+            if slot_node in attributed:
+                continue
+            attributed.add(slot_node)
+            var_name = readable_of_node.get(original) or path_of(original)
             for _, _, key in nodes[slot_node][1]:
                 out[key] = KeyInfo(f"{var_name}/{slot_name}", slot_of=var_name, slot_name=slot_name, owner="optimizer")
     return out

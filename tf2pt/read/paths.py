@@ -3,12 +3,12 @@ directory with a ``checkpoint`` state file or one bundle, or a SavedModel direct
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from typing import List, Optional, Tuple
 
 from ..errors import CheckpointNotFoundError, UnsupportedError
+from .files import is_regular
 
 _DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
 
@@ -49,6 +49,8 @@ def _unescape_text_proto(raw: bytes) -> str:
 
 def _parse_state_file(path: str) -> Optional[str]:
     """``model_checkpoint_path`` of a ``checkpoint`` state file (a text ``CheckpointState``)."""
+    if not is_regular(path):
+        return None
     try:
         with open(path, "rb") as fh:
             data = fh.read(1 << 20)
@@ -77,6 +79,16 @@ def _refuse_v1(path: str) -> None:
                                                "which writes V2 by default")
 
 
+def _indexes_in(directory: str) -> List[str]:
+    """The ``*.index`` regular files in ``directory``, a hidden ``.index`` included (glob skips it)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(os.path.join(directory, n) for n in names
+                  if n.endswith(".index") and os.path.isfile(os.path.join(directory, n)))
+
+
 def resolve(path) -> Tuple[str, str, List[str], Optional[str]]:
     """``(prefix, kind, notes, savedmodel_dir)`` for any accepted form of checkpoint path."""
     path = os.fspath(path)
@@ -95,6 +107,12 @@ def resolve(path) -> Tuple[str, str, List[str], Optional[str]]:
             candidate = named if os.path.isabs(named) else os.path.join(path, named)
             if os.path.isfile(candidate + ".index"):
                 return candidate, "bundle", notes, None
+            if named.endswith(("/", "\\")) and os.path.isfile(os.path.join(path, ".index")):
+                # TF1's Saver, given a save path ending in "/", names the bundle ".index" and
+                # ".data-*" inside that directory (TensorFlow itself then cannot find it)
+                notes.append(f"the 'checkpoint' file names {named!r}, a save path ending in '/', so the bundle is "
+                             "named '.index'; using the '.index' in this directory")
+                return os.path.join(path, ""), "bundle", notes, None
             _refuse_v1(candidate)
             beside = os.path.join(path, os.path.basename(named.rstrip("/\\")))
             _refuse_v1(beside)
@@ -106,8 +124,11 @@ def resolve(path) -> Tuple[str, str, List[str], Optional[str]]:
                 f"the 'checkpoint' state file names {named!r}, which does not exist, and no bundle "
                 f"{os.path.basename(named)!r} is next to it", path=state,
                 hint="copy the .index and .data files next to the state file, or pass the prefix")
-        indexes = sorted(glob.glob(os.path.join(glob.escape(path), "*.index")))
+        indexes = _indexes_in(path)
         if len(indexes) == 1:
+            if os.path.basename(indexes[0]) == ".index":
+                notes.append("the bundle in this directory is named '.index' (TF1's Saver, given a save path "
+                             "ending in '/', writes that)")
             return indexes[0][: -len(".index")], "bundle", notes, None
         if not indexes:
             raise CheckpointNotFoundError("no checkpoint in this directory (no *.index, 'checkpoint' file or SavedModel)",

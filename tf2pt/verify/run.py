@@ -85,6 +85,7 @@ class VerifyReport:
         lines.append("  timings:        " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
         if d.get("peak_gpu_memory_bytes"):
             lines.append(f"  peak GPU memory: {d['peak_gpu_memory_bytes'] / 2**30:.2f} GiB")
+        lines += [f"  note: {n}" for n in d.get("tf_notes") or []]
         if d.get("reason"):
             lines.append(f"  reason: {d['reason']}")
         return "\n".join(lines)
@@ -143,19 +144,12 @@ def _in_channels(mapping, kwargs: Dict[str, Any]) -> int:
     return int(kwargs.get("in_channels", mapping.source.meta.get("in_channels", 1)))
 
 
-def _converted_model(checkpoint_path, mapping, target):
-    """Open, convert (strict) and load the target model. A damaged or mismatched checkpoint is
-    reported here, by tf2pt's reader and the mapping's checks, before TensorFlow starts.
-    Returns ``(model, checkpoint meta, model kwargs)``."""
-    from ..conversion import convert
-    from ..read import open_checkpoint
-
-    with open_checkpoint(checkpoint_path) as ckpt:
-        meta = checkpoint_meta(ckpt)
-        state_dict, report = convert(ckpt, mapping, target.name)
-    model = target.build(**report.model_kwargs)
-    model.load_state_dict(state_dict, strict=True)
-    return model, meta, report.model_kwargs
+def _cuda_visible() -> bool:
+    """Whether PyTorch will see a GPU, without importing torch (the TF side starts first)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,7 +159,7 @@ def _converted_model(checkpoint_path, mapping, target):
 
 def save_reference(checkpoint_path, mapping, out_path, *, volume=None, synthetic=None, crop=None,
                    tf_input=None, tf_output=None, per_layer=False, force=False,
-                   sample_voxels: Optional[int] = None) -> Dict[str, Any]:
+                   sample_voxels: Optional[int] = None, trust_graph: bool = False) -> Dict[str, Any]:
     """Run the TF side here (needs TensorFlow, not torch) and write ``out_path``
     (``sample_voxels``: a compact reference, see :mod:`.reference`)."""
     from ..plan import model_kwargs_for
@@ -180,7 +174,8 @@ def save_reference(checkpoint_path, mapping, out_path, *, volume=None, synthetic
         v = prepare_volume(spec, volume, synthetic, crop, on_cpu=True,
                            in_channels=_in_channels(m, model_kwargs_for(m, ckpt)))
         start = time.perf_counter()
-        result = compute_reference(ckpt, m, v.data, tf_input=tf_input, tf_output=tf_output, per_layer=per_layer)
+        result = compute_reference(ckpt, m, v.data, tf_input=tf_input, tf_output=tf_output, per_layer=per_layer,
+                                   trust_graph=trust_graph)
         meta = {**checkpoint_meta(ckpt), "mapping": m.name, "volume": {"source": v.source, "steps": v.steps},
                 "tf2pt_version": __version__, "python": platform.python_version(),
                 "tf_total_seconds": time.perf_counter() - start}
@@ -189,27 +184,116 @@ def save_reference(checkpoint_path, mapping, out_path, *, volume=None, synthetic
     return {**meta, **result["meta"]}
 
 
-def run_tf_subprocess(checkpoint_path, mapping, x, *, tf_input, tf_output, per_layer, workdir) -> Reference:
-    """The TF side in a child process (TF and torch never share a process). The child gets the
-    mapping itself, as :func:`tf2pt.registry.describe` says where to find it."""
-    in_path = os.path.join(workdir, "input.npy")
-    out_path = os.path.join(workdir, "reference.npz")
-    np.save(in_path, x)
-    request = {"checkpoint": os.fspath(checkpoint_path), "mapping": describe(mapping), "input": in_path,
-               "output": out_path, "tf_input": tf_input, "tf_output": tf_output, "per_layer": per_layer}
-    req_path = os.path.join(workdir, "request.json")
-    with open(req_path, "w") as fh:
-        json.dump(request, fh)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"), CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "tf2pt.verify.tfside", req_path], env=env, capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-        tail = lines[-1] if lines else f"exit code {proc.returncode}"
+class TFChild:
+    """The TF side in a child process (TF and torch never share a process), started at once and
+    waited for later, so that TF's start-up overlaps the conversion and torch's. The child gets
+    the mapping itself, as :func:`tf2pt.registry.describe` says where to find it. A failure there
+    comes back whole: a tf2pt error as its one line, anything else as its type and message
+    (``TF2PT_DEBUG=1`` also prints the child's traceback)."""
+
+    def __init__(self, checkpoint_path, mapping, x, *, tf_input, tf_output, per_layer, workdir,
+                 trust_graph: bool = False):
+        self.checkpoint_path = checkpoint_path
+        in_path = os.path.join(workdir, "input.npy")
+        self.out_path = os.path.join(workdir, "reference.npz")
+        self.error_path = os.path.join(workdir, "error.json")
+        np.save(in_path, x)
+        request = {"checkpoint": os.fspath(checkpoint_path), "mapping": describe(mapping), "input": in_path,
+                   "output": self.out_path, "error": self.error_path, "tf_input": tf_input, "tf_output": tf_output,
+                   "per_layer": per_layer, "trust_graph": trust_graph}
+        req_path = os.path.join(workdir, "request.json")
+        with open(req_path, "w") as fh:
+            json.dump(request, fh)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"), CUDA_VISIBLE_DEVICES="")
+        self._stderr = open(os.path.join(workdir, "stderr.txt"), "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tf2pt.verify.tfside", req_path], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
+
+    def wait(self) -> Reference:
+        try:
+            code = self.proc.wait()
+        except BaseException:
+            self.stop()
+            raise
+        self._stderr.seek(0)
+        stderr = self._stderr.read()
+        self._stderr.close()
+        if code == 0:
+            return Reference(self.out_path)
+        if os.path.isfile(self.error_path):
+            with open(self.error_path) as fh:
+                error = json.load(fh)
+            if os.environ.get("TF2PT_DEBUG"):
+                sys.stderr.write(error.get("traceback", ""))
+            message = " ".join(str(error.get("message", "")).split())[:800]
+            raise InputError(f"the TensorFlow side failed: {error.get('type', 'error')}: {message}",
+                             path=self.checkpoint_path, hint="TF2PT_DEBUG=1 shows the TensorFlow side's traceback")
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        tail = lines[-1] if lines else f"exit code {code}"
         if tail.startswith("tf2pt: error: "):
             raise InputError(tail[len("tf2pt: error: "):])
-        raise InputError(f"the TensorFlow side failed: {tail}", path=checkpoint_path)
-    return Reference(out_path)
+        if os.environ.get("TF2PT_DEBUG"):
+            sys.stderr.write(stderr)
+        raise InputError(f"the TensorFlow side failed: {tail}", path=self.checkpoint_path)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if not self._stderr.closed:
+            self._stderr.close()
+
+
+def run_tf_subprocess(checkpoint_path, mapping, x, **kwargs) -> Reference:
+    """:class:`TFChild`, started and waited for."""
+    return TFChild(checkpoint_path, mapping, x, **kwargs).wait()
+
+
+def _cache_path(cache_dir: Optional[str], ckpt_meta, mapping, x: np.ndarray, tf_input, tf_output, per_layer,
+                trust_graph) -> Optional[str]:
+    """``DIR/<sha256>.npz``: the key covers the checkpoint's files, the input's bytes, shape and
+    dtype, the mapping and the TF request, and tf2pt's version."""
+    if cache_dir is None:
+        return None
+    import hashlib
+
+    key = hashlib.sha256()
+    key.update(json.dumps([ckpt_meta["checkpoint_files"], mapping.name, tf_input, tf_output, bool(per_layer),
+                           bool(trust_graph), list(x.shape), str(x.dtype), __version__], sort_keys=True).encode())
+    key.update(np.ascontiguousarray(x).tobytes())
+    return os.path.join(cache_dir, key.hexdigest() + ".npz")
+
+
+def _store(reference: str, cached: str) -> None:
+    """Copy a fresh reference into the cache atomically (a concurrent reader never sees half)."""
+    import shutil
+
+    from ..write.atomic import atomic_output
+
+    os.makedirs(os.path.dirname(cached) or ".", exist_ok=True)
+    with atomic_output(cached, force=True) as tmp:
+        shutil.copyfile(reference, tmp)
+
+
+def check_dependencies(*, tensorflow: bool, volume: Optional[str], synthetic, figure: Optional[str]) -> None:
+    """Every missing package verify will need, named at once, before any work starts."""
+    import importlib.util
+
+    need = [("torch", "torch")]
+    if tensorflow:
+        need.append(("tensorflow", "tensorflow-cpu"))
+    if synthetic is None and (volume is None or volume.endswith((".nii", ".nii.gz"))):
+        need.append(("nibabel", "nibabel"))
+        if volume is None:
+            need.append(("nilearn", "nilearn"))
+    if figure:
+        need.append(("matplotlib", "matplotlib"))
+    missing = [package for module, package in need if importlib.util.find_spec(module) is None]
+    if missing:
+        from ..errors import DependencyError
+
+        extra = "verify" if len(missing) > 1 or missing[0] != "torch" else None
+        raise DependencyError(", ".join(missing), "tf2pt verify", extra=extra)
 
 
 def _read_reference(reference: str, ckpt_meta: Dict[str, Any], per_layer: bool):
@@ -287,40 +371,83 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
            synthetic: Optional[Sequence[int]] = None, crop=None, device: str = "auto", atol: Optional[float] = None,
            min_agreement: float = DEFAULT_MIN_AGREEMENT, per_layer: bool = False, allow_tf32: bool = False,
            tf_input: Optional[str] = None, tf_output: Optional[str] = None, reference: Optional[str] = None,
-           figure: Optional[str] = None, force: bool = False) -> VerifyReport:
+           figure: Optional[str] = None, force: bool = False, trust_graph: bool = False,
+           reference_cache: Optional[str] = None) -> VerifyReport:
     """Measure parity between TF and the converted PyTorch model. Returns a :class:`VerifyReport`.
 
     With ``reference=`` the TF side is read from a file made by :func:`save_reference` (no TF
-    needed here); the checkpoint must be the one that file was made from.
+    needed here); the checkpoint must be the one that file was made from. ``trust_graph`` runs
+    the checkpoint's graph even where it holds more than pure computation (see :mod:`.graphcheck`).
+    ``timings`` in the report has every phase: TF's import, loading its graph and weights, TF's
+    forward (from the TF side), torch's import, the conversion, the model build, torch's
+    forward and the comparison. ``reference_cache`` (a directory) keeps the TF side's output
+    for each checkpoint, input and TF request, so repeated runs (in one CI job, say) skip TF.
     """
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
+    check_dependencies(tensorflow=reference is None, volume=None if reference else volume,
+                       synthetic=synthetic if reference is None else (), figure=figure)
     m = get_mapping(mapping)  # resolved once; every stage below gets the object
     spec = _spec(m)
     t = m.target(target)
     t.check_available()
-    dev = pick_device(device)
     if figure:
         from ..write.atomic import check_output
 
         check_output(figure, force)
+    from ..conversion import iter_tensors, prepare
+    from ..read import open_checkpoint
 
-    start = time.perf_counter()
-    model, ckpt_meta, kwargs = _converted_model(checkpoint_path, m, t)
-    timings["convert_seconds"] = time.perf_counter() - start
-
-    with tempfile.TemporaryDirectory(prefix="tf2pt-verify-") as workdir:
+    with open_checkpoint(checkpoint_path) as ckpt, tempfile.TemporaryDirectory(prefix="tf2pt-verify-") as workdir:
+        # plan first: a damaged or mismatched checkpoint is reported by tf2pt's reader and the
+        # mapping's checks, in one line, before TensorFlow starts
+        start = time.perf_counter()
+        _, entries, conv_report = prepare(ckpt, m, t.name)
+        kwargs = conv_report.model_kwargs
+        ckpt_meta = checkpoint_meta(ckpt)
+        timings["plan_seconds"] = time.perf_counter() - start
+        child = ref = cached = None
+        if device.startswith("cuda") and not _cuda_visible():
+            pick_device(device)  # says why, before TF starts
         if reference is not None:
             ref, x, vol_info = _read_reference(reference, ckpt_meta, per_layer)
         else:
-            v = prepare_volume(spec, volume, synthetic, crop, on_cpu=dev.type == "cpu",
-                               in_channels=_in_channels(m, kwargs))
+            on_cpu = device == "cpu" or (device == "auto" and not _cuda_visible())
+            v = prepare_volume(spec, volume, synthetic, crop, on_cpu=on_cpu, in_channels=_in_channels(m, kwargs))
             x, vol_info = v.data, {"source": v.source, "steps": v.steps}
-            start = time.perf_counter()
-            ref = run_tf_subprocess(checkpoint_path, m, x, tf_input=tf_input, tf_output=tf_output,
-                                    per_layer=per_layer, workdir=workdir)
-            timings["tf_seconds"] = time.perf_counter() - start
+            cached = _cache_path(reference_cache, ckpt_meta, m, x, tf_input, tf_output, per_layer, trust_graph)
+            if cached is not None and os.path.isfile(cached):
+                ref = Reference(cached)
+                vol_info["steps"] = vol_info["steps"] + [f"TF side read from the reference cache ({cached})"]
+            else:
+                tf_start = time.perf_counter()
+                child = TFChild(checkpoint_path, m, x, tf_input=tf_input, tf_output=tf_output, per_layer=per_layer,
+                                workdir=workdir, trust_graph=trust_graph)
         try:
+            # meanwhile, the PyTorch side: torch's import, the tensors, the model
+            start = time.perf_counter()
+            import torch  # noqa: F401
+
+            timings["torch_import_seconds"] = time.perf_counter() - start
+            dev = pick_device(device)
+            start = time.perf_counter()
+            state_dict = dict(iter_tensors(ckpt, entries))
+            timings["convert_seconds"] = time.perf_counter() - start
+            start = time.perf_counter()
+            model = t.build(**kwargs)
+            try:
+                model.load_state_dict(state_dict, strict=True)
+            except RuntimeError as exc:  # a declared spec that the model disagrees with
+                raise MappingError(f"target {t.name!r} does not take the converted state dict: "
+                                   f"{' '.join(str(exc).split())[:300]}",
+                                   hint="the mapping's spec and its model disagree") from None
+            del state_dict
+            timings["model_build_seconds"] = time.perf_counter() - start
+            if child is not None:
+                ref = child.wait()
+                timings["tf_process_seconds"] = time.perf_counter() - tf_start  # the whole child, start-up included
+                if cached is not None:
+                    _store(child.out_path, cached)
             meta = ref.meta
             for k, seconds in (meta.get("timings") or {}).items():
                 timings.setdefault(k, seconds)
@@ -328,6 +455,7 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
             pt_out, pt_layers, info = run_pytorch(model, x, dev, allow_tf32=allow_tf32, layers=layer_modules)
             timings["torch_forward_seconds"] = info.pop("torch_forward_seconds")
 
+            start = time.perf_counter()
             result: Comparison = (compare_sampled(ref, pt_out, spec.threshold) if ref.sampled
                                   else compare(ref.output, pt_out, spec.threshold))
             metrics = result.metrics
@@ -337,6 +465,7 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
             names = _label_names(spec)
             worst = sorted(dice.items(), key=lambda kv: (kv[1], kv[0]))[:5]
             layers_rows, first_bad = _per_layer(ref, pt_layers, spec, layer_modules) if per_layer else ([], None)
+            timings["compare_seconds"] = time.perf_counter() - start
             timings["total_seconds"] = time.perf_counter() - t0
             data = {
                 **metrics,
@@ -345,6 +474,7 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
                 "tf_graph": meta.get("tf_graph"),
                 "tf_tensors": {"input": meta.get("tf_input"), "output": meta.get("tf_output")},
                 "reference_vs_graph_max_abs": meta.get("reference_vs_graph_max_abs"),
+                "tf_notes": list(meta.get("tf_notes") or []),
                 "mapping": m.name,
                 "target": t.name,
                 **ckpt_meta,
@@ -359,6 +489,8 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
                 "versions": {**versions(), "tensorflow": meta.get("tf_version")},
                 "timings": timings,
                 "reference_file": reference,
+                "reference_cache": None if reference_cache is None else {
+                    "path": cached, "hit": child is None and reference is None},
                 "reason": reason,
                 **info,
             }
@@ -370,6 +502,11 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
                               title=report.summary().splitlines()[0],
                               diff_title="labels differ" if ref.sampled else None)
                 data["figure"] = figure
+        except BaseException:
+            if child is not None:
+                child.stop()
+            raise
         finally:
-            ref.close()
+            if ref is not None:
+                ref.close()
     return report

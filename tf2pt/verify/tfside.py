@@ -2,14 +2,15 @@
 
 It runs in its own process (``python -m tf2pt.verify.tfside REQUEST.json``) when ``verify`` runs both
 sides, or in the current one for ``verify --save-reference``. TF reads the weights itself
-(``tf.train.load_checkpoint`` / ``Saver.restore``), so the reference does not depend on
-tf2pt's reader.
+(``tf.train.load_checkpoint``), so the reference does not depend on tf2pt's reader.
 
 Which TF model runs, strongest evidence first:
 
-1. ``original-graph``: the graph the checkpoint came with -- ``PREFIX.meta`` next to the bundle
-   (restored with ``Saver``), a frozen GraphDef ``.pb``, or a SavedModel -- fed the mapping's
-   input tensor and fetched at its output tensor.
+1. ``original-graph``: the graph the checkpoint came with -- ``PREFIX.meta`` next to the bundle,
+   a frozen GraphDef ``.pb``, or a TF1 SavedModel -- fed the mapping's input tensor and fetched
+   at its output tensor. Only the ops computing that output run, each checked to be pure
+   computation first (:mod:`.graphcheck`); the graph's own restore op never runs: tf2pt
+   assigns the variables the values TF's checkpoint reader gives.
 2. ``reference``: the mapping's forward pass built from ``tf.nn`` ops and the checkpoint's
    variables, when there is no graph or its tensors cannot be found (the reason is reported).
 """
@@ -26,7 +27,7 @@ import numpy as np
 
 from ..errors import DependencyError, InputError, Tf2ptError
 
-REQUEST_KEYS = ("checkpoint", "mapping", "input", "output", "tf_input", "tf_output", "per_layer")
+REQUEST_KEYS = ("checkpoint", "mapping", "input", "output", "tf_input", "tf_output", "per_layer", "trust_graph")
 
 
 def import_tf():
@@ -113,65 +114,177 @@ def _feed_value(graph, name: str, value):
     return tensor, np.asarray(value, dtype=tensor.dtype.as_numpy_dtype)
 
 
-def run_graph(tf, kind: str, path: str, prefix: Optional[str], x: np.ndarray, spec, tf_input: str, tf_output: str):
-    """Run the original graph. Raises ``KeyError`` when a tensor is not in it."""
+def load_graph(tf, kind: str, path: str):
+    """``(graph_def, restore_op, slices)`` of the original graph, parsed (nothing runs):
+    ``slices`` maps a partitioned variable's node to ``(full name, offsets, shape)``."""
     v1 = tf.compat.v1
+    restore_op, meta_graph = "", None
+    if kind == "frozen":
+        graph_def = v1.GraphDef()
+        with open(path, "rb") as fh:
+            graph_def.ParseFromString(fh.read())
+    elif kind == "meta":
+        meta_graph = v1.MetaGraphDef()
+        with open(path, "rb") as fh:
+            meta_graph.ParseFromString(fh.read())
+    else:  # a TF1 SavedModel: the meta graph served, its variables beside it
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        sm = saved_model_pb2.SavedModel()
+        with open(os.path.join(path, "saved_model.pb"), "rb") as fh:
+            sm.ParseFromString(fh.read())
+        graphs = list(sm.meta_graphs)
+        if not graphs:
+            raise InputError("the SavedModel holds no meta graph", path=path)
+        meta_graph = next((g for g in graphs if "serve" in g.meta_info_def.tags), graphs[0])
+    slices: Dict[str, Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = {}
+    if meta_graph is not None:
+        graph_def = meta_graph.graph_def
+        restore_op = _node_of(meta_graph.saver_def.restore_op_name) if meta_graph.HasField("saver_def") else ""
+        from tensorflow.core.framework import variable_pb2
+
+        for raw in meta_graph.collection_def["variables"].bytes_list.value if "variables" in meta_graph.collection_def else ():
+            var = variable_pb2.VariableDef.FromString(raw)
+            info = var.save_slice_info_def
+            if info.full_name:
+                slices[_node_of(var.variable_name)] = (info.full_name, tuple(info.var_offset), tuple(info.var_shape))
+    return graph_def, restore_op, slices
+
+
+def _node_of(tensor: str) -> str:
+    return tensor.lstrip("^").split(":")[0]
+
+
+_VARIABLE_OPS = ("VarHandleOp", "VariableV2", "Variable")
+
+
+def run_graph(tf, kind: str, path: str, prefix: Optional[str], x: np.ndarray, spec, tf_input: str, tf_output: str,
+              timings: Optional[Dict[str, float]] = None, trust_graph: bool = False, notes: Optional[list] = None):
+    """Run the original graph on ``x``. Raises ``KeyError`` when a tensor is not in it.
+
+    Nothing of the graph runs but the ops computing ``tf_output`` from the feeds, each checked
+    first (:mod:`.graphcheck`; ``trust_graph`` skips that). Its SaverDef restore op never runs:
+    the variables the output reads get their values from TensorFlow's own checkpoint reader,
+    assigned by ops tf2pt adds."""
+    from . import graphcheck
+
+    timings = {} if timings is None else timings
+    start = time.perf_counter()
+    v1 = tf.compat.v1
+    graph_def, restore_op, slices = load_graph(tf, kind, path)
     graph = tf.Graph()
     with graph.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")  # builds the graph; runs nothing
+        inp = _tensor(graph, graph_def, tf_input)
+        out = _tensor(graph, graph_def, tf_output)
+        feeds = {inp: _to_channels_last(x).astype(inp.dtype.as_numpy_dtype)}
+        for name, value in dict(spec.feeds).items():
+            tensor, val = _feed_value(graph, name, value)
+            feeds[tensor] = val
+        fed = [t.name for t in feeds]
+        ran = graphcheck.closure(graph_def, [tf_output], fed)
+        if not trust_graph:
+            graphcheck.check_saver(graph_def, restore_op, path)
+            graphcheck.check_run(graph_def, [tf_output], fed, path)
+        if notes is not None:
+            notes.extend(graphcheck.io_elsewhere(graph_def, ran))
+        assigns, values = _restore_ops(tf, graph, graph_def, ran, slices, prefix, path)
         sess = v1.Session(graph=graph, config=_session_config(tf))
         try:
-            if kind == "meta":
-                saver = v1.train.import_meta_graph(path, clear_devices=True)
-                saver.restore(sess, prefix)
-            elif kind == "frozen":
-                graph_def = v1.GraphDef()
-                with open(path, "rb") as fh:
-                    graph_def.ParseFromString(fh.read())
-                tf.graph_util.import_graph_def(graph_def, name="")
-            else:  # savedmodel
-                tags = _savedmodel_tags(tf, path)
-                v1.saved_model.loader.load(sess, tags, path)
-            inp = graph.get_tensor_by_name(tf_input)
-            out = graph.get_tensor_by_name(tf_output)
-            feeds = {inp: _to_channels_last(x).astype(inp.dtype.as_numpy_dtype)}
-            for name, value in dict(spec.feeds).items():
-                tensor, val = _feed_value(graph, name, value)
-                feeds[tensor] = val
-            return sess.run(out, feeds)
+            if assigns:
+                sess.run(assigns, values)
+            timings["tf_graph_load_seconds"] = time.perf_counter() - start
+            start = time.perf_counter()
+            result = sess.run(out, feeds)
+            timings["tf_forward_seconds"] = time.perf_counter() - start
+            return result
         finally:
             sess.close()
 
 
-def _savedmodel_tags(tf, path: str):
-    from tensorflow.core.protobuf import saved_model_pb2
+class MissingTensor(KeyError):
+    """A tensor the graph lacks; ``close`` are the graph's nearest tensor names."""
 
-    sm = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as fh:
-        sm.ParseFromString(fh.read())
-    return list(sm.meta_graphs[0].meta_info_def.tags) if sm.meta_graphs else ["serve"]
+    def __init__(self, name: str, close):
+        super().__init__(name)
+        self.name, self.close = name, list(close)
+
+
+def _tensor(graph, graph_def, name: str):
+    try:
+        return graph.get_tensor_by_name(name)
+    except (KeyError, ValueError):
+        import difflib
+
+        names = [n.name + ":0" for n in graph_def.node]
+        raise MissingTensor(name, difflib.get_close_matches(name, names, n=5, cutoff=0.3)) from None
+
+
+def _restore_ops(tf, graph, graph_def, ran, slices, prefix, path):
+    """Assignments (and their feeds) giving every variable the output reads its checkpoint
+    value, read by ``tf.train.load_checkpoint`` (TensorFlow's reader, not tf2pt's: the reference
+    must not depend on the reader under test)."""
+    variables = [n for n in graph_def.node if n.name in ran and n.op in _VARIABLE_OPS]
+    if not variables:
+        return [], {}
+    if prefix is None:
+        raise InputError("the graph reads variables, but no checkpoint holds them", path=path)
+    reader = tf.train.load_checkpoint(prefix)
+    v1 = tf.compat.v1
+    assigns, values, missing = [], {}, []
+    for node in variables:
+        key, offset, shape = slices.get(node.name, (node.name, None, None))
+        if not reader.has_tensor(key):
+            missing.append(key)
+            continue
+        value = reader.get_tensor(key)
+        if offset is not None:
+            value = value[tuple(slice(o, o + s) for o, s in zip(offset, shape))]
+        target = graph.get_tensor_by_name(node.name + ":0")
+        dtype = tf.as_dtype(node.attr["dtype"].type)
+        feed = v1.placeholder(dtype, name=f"tf2pt_restore/{len(assigns)}")
+        if node.op == "VarHandleOp":
+            assigns.append(tf.raw_ops.AssignVariableOp(resource=target, value=feed))
+        else:
+            assigns.append(v1.assign(target, feed))
+        values[feed] = value
+    if missing:
+        raise InputError(f"the graph reads {len(missing)} variable(s) the checkpoint lacks "
+                         f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})", path=prefix,
+                         hint="the .meta and the checkpoint do not belong together")
+    return assigns, values
 
 
 def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[str] = None,
-                      tf_output: Optional[str] = None, per_layer: bool = False) -> Dict[str, Any]:
-    """Run TF on ``x`` (``C, D, H, W``). Returns ``{"output", "layers", "meta"}``, channels-first."""
+                      tf_output: Optional[str] = None, per_layer: bool = False,
+                      trust_graph: bool = False) -> Dict[str, Any]:
+    """Run TF on ``x`` (``C, D, H, W``). Returns ``{"output", "layers", "meta"}``, channels-first;
+    ``meta["timings"]`` has each phase (TF's import, loading the graph and its weights, the
+    forward pass, the reference forward)."""
+    start = time.perf_counter()
     tf = import_tf()
+    timings: Dict[str, float] = {"tf_import_seconds": time.perf_counter() - start}
     spec = mapping.verify
+    given = {n for n, v in (("--tf-input", tf_input), ("--tf-output", tf_output)) if v}
     tf_input = tf_input or spec.tf_input
     tf_output = tf_output or spec.tf_output
     prefix = str(checkpoint.prefix) if getattr(checkpoint, "prefix", None) else None
     kind, path, why = find_graph(checkpoint)
     meta: Dict[str, Any] = {"tf_version": tf.__version__, "tf_input": tf_input, "tf_output": tf_output,
-                            "tf_device": "cpu"}
-    timings: Dict[str, float] = {}
+                            "tf_device": "cpu", "tf_notes": []}
     output = None
     if kind is not None:
-        start = time.perf_counter()
         try:
-            output = run_graph(tf, kind, path, prefix, x, spec, tf_input, tf_output)
+            output = run_graph(tf, kind, path, prefix, x, spec, tf_input, tf_output, timings, trust_graph,
+                               meta["tf_notes"])
             meta.update(tf_side="original-graph", tf_side_reason=f"ran the {why}", tf_graph=path)
-        except KeyError as exc:
-            why = f"the {why} has no tensor {exc.args[0] if exc.args else ''}".strip()
-        timings["tf_seconds"] = time.perf_counter() - start
+        except MissingTensor as exc:
+            option = "--tf-input" if exc.name == tf_input else "--tf-output"
+            if option in given:  # the user named it: an error, never a silent fallback
+                close = f"closest: {', '.join(exc.close)}" if exc.close else "no tensor of a similar name"
+                raise InputError(f"{option} {exc.name!r}: the {why} has no such tensor", path=path,
+                                 hint=close) from None
+            why = f"the {why} has no tensor {exc.name}"
     layers: Dict[str, np.ndarray] = {}
     if output is None or per_layer:
         if spec.tf_reference is None:
@@ -210,7 +323,8 @@ def main(argv=None) -> int:
         x = np.load(request["input"], allow_pickle=False)
         with open_checkpoint(request["checkpoint"]) as ckpt:
             result = compute_reference(ckpt, mapping, x, tf_input=request.get("tf_input"),
-                                       tf_output=request.get("tf_output"), per_layer=request.get("per_layer", False))
+                                       tf_output=request.get("tf_output"), per_layer=request.get("per_layer", False),
+                                       trust_graph=request.get("trust_graph", False))
         save_reference_file(request["output"], x, result, request.get("meta", {}))
     except Tf2ptError as exc:
         print(f"tf2pt: error: {exc}", file=sys.stderr)
