@@ -29,6 +29,10 @@ target_option = click.option(
     help="Target model of the mapping (default: the mapping's default target).",
 )
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+max_output_option = click.option(
+    "--max-output-bytes", type=click.IntRange(0), default=None, metavar="N",
+    help="Refuse to write more than N bytes of tensors (default: 64x the checkpoint's size plus 1 GiB, "
+         "so that a crafted file cannot make a huge output).")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar, fewer messages.")
 backend_option = click.option(
     "--backend", type=click.Choice(["native", "tf"]), default="native", show_default=True,
@@ -54,6 +58,14 @@ def handle_errors(func):
         except KeyboardInterrupt:
             click.echo("tf2pt: interrupted; no output was written", err=True)
             sys.exit(errors.EXIT_INTERRUPTED)
+        except errors.Interrupted as exc:
+            click.echo(f"tf2pt: stopped by signal {exc.signum}; no output was written", err=True)
+            sys.exit(128 + exc.signum)
+        except MemoryError:
+            where = kwargs.get("checkpoint") or "tf2pt"
+            click.echo(f"tf2pt: error: {where}: out of memory: this input needs more memory than is free "
+                       "(close other programs, or use a machine with more memory)", err=True)
+            sys.exit(errors.EXIT_USAGE)
         except BrokenPipeError:  # e.g. `tf2pt inspect ... | head`
             try:
                 sys.stdout = open(os.devnull, "w")
@@ -62,6 +74,9 @@ def handle_errors(func):
             sys.exit(0)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except OSError as exc:  # the environment: a full disk, a read-only directory, too many open files
+            click.echo(f"tf2pt: error: {_os_error(exc, kwargs.get('checkpoint'))}", err=True)
+            sys.exit(errors.EXIT_USAGE)
         except Exception as exc:  # a bug: say so in one line, keep the traceback for TF2PT_DEBUG=1
             if os.environ.get("TF2PT_DEBUG"):
                 raise
@@ -71,6 +86,23 @@ def handle_errors(func):
             sys.exit(errors.EXIT_INTERNAL)
 
     return wrapper
+
+
+_OS_HINTS = {"ENOSPC": "free some disk space or write elsewhere", "EROFS": "write to a writable directory",
+             "EACCES": "check the file's and the directory's permissions", "EPERM": "check the permissions",
+             "EMFILE": "raise the open-file limit (ulimit -n)", "ENFILE": "close other programs' files",
+             "EDQUOT": "free some of your disk quota", "EIO": "the disk reported an error; check it",
+             "ENAMETOOLONG": "use a shorter path"}
+
+
+def _os_error(exc: OSError, fallback) -> str:
+    """One line for an OSError: the file, what the system said, what to do."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or 0, "")
+    where = exc.filename or fallback or "tf2pt"
+    hint = _OS_HINTS.get(name, "check the file and the disk")
+    return f"{where}: {exc.strerror or exc} ({hint})"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -135,10 +167,11 @@ def inspect_cmd(checkpoint, show_all, pattern, fmt, stats, check, backend):
 @click.option("--state-dict", "state_path", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Write the tensors under their TF names, in TF layout: *.safetensors or *.pth.")
 @backend_option
+@max_output_option
 @force_option
 @quiet_option
 @handle_errors
-def dump_cmd(checkpoint, show_all, pattern, csv_path, state_path, backend, force, quiet):
+def dump_cmd(checkpoint, show_all, pattern, csv_path, state_path, backend, max_output_bytes, force, quiet):
     """Dump CHECKPOINT as the NiftyNet tutorial did: a CSV of variables and a TF-named state dict.
 
     Tensors keep their TF names and layouts (no renaming, no transposes). String tensors have no
@@ -149,14 +182,15 @@ def dump_cmd(checkpoint, show_all, pattern, csv_path, state_path, backend, force
     if not csv_path and not state_path:
         raise click.UsageError("nothing to do: give --csv FILE and/or --state-dict FILE")
     from .write import output_format
-    from .write.atomic import check_output
+    from .write.atomic import check_distinct, check_output
 
+    check_distinct({"--csv": csv_path, "--state-dict": state_path})
     for path in (csv_path, state_path):
         check_output(path, force)
     if state_path:
         output_format(state_path)
     result = dumping.dump(checkpoint, csv_path=csv_path, state_path=state_path, all=show_all, filter=pattern,
-                          backend=backend, force=force, progress=not quiet)
+                          backend=backend, force=force, progress=not quiet, max_output_bytes=max_output_bytes)
     for name, why in result["skipped"]:
         click.echo(f"not written to the state dict: {name} ({why})", err=True)
     if not quiet:
@@ -238,10 +272,11 @@ def _write_json(path, data, force):
                    "over the data, computed alongside the conversion). By default the fingerprint is the "
                    "sha256 of the .index plus the CRC32C check of every converted tensor, which costs no extra "
                    "pass. --no-hash-sources is the default (kept as a no-op for one release).")
+@max_output_option
 @force_option
 @quiet_option
 @handle_errors
-def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_sources, force, quiet):
+def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_sources, max_output_bytes, force, quiet):
     """Convert CHECKPOINT to PyTorch weights with a mapping.
 
     Every TF variable must be mapped or ignored by an explicit rule, every key of the target
@@ -254,23 +289,35 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_s
     from ._progress import progress_bar
     from .conversion import prepare
     from .read import open_checkpoint
-    from .write.atomic import check_output
+    from .write.atomic import check_distinct, check_output, source_paths
     from .write.provenance import BackgroundHashes, fingerprint, provenance
 
     start = time.perf_counter()
     fmt = write.output_format(output)
+    check_distinct({"-o": output, "--report": report_path})
     check_output(output, force)
     check_output(report_path, force)
 
     source = open_checkpoint(checkpoint)
+    try:
+        check_distinct({"-o": output, "--report": report_path}, source_paths(source))
+    except BaseException:
+        source.close()
+        raise
     # --hash-sources: sha256 of the sources in a thread that starts before torch is imported and
     # the plan is made, so it overlaps them; by default the cheap fingerprint alone
     hashes = BackgroundHashes(source.files) if hash_sources else None
     # .pth output loads torch to write, so a declared target spec is checked against the model too
     ckpt, entries, report = prepare(source, mapping, target, strict=strict, check_model=fmt == "pth")
     with ckpt:
-        fp = None if hashes else fingerprint(ckpt)
+        if not any(e.source for e in entries):  # --no-strict with nothing that matched
+            from .errors import ConversionError
+
+            raise ConversionError(report.problems or ["no TF variable maps to the target"], path=ckpt.path,
+                                  hint="nothing was written: the mapping converts none of this checkpoint's weights")
         total = sum(write.nbytes(e.shape, e.dtype) for e in entries)
+        write.check_output_budget(total, ckpt, max_output_bytes)
+        fp = None if hashes else fingerprint(ckpt)
         with progress_bar(total, "converting", disable=quiet) as advance:
             write.write_entries(ckpt, entries, output,
                                 metadata=provenance(ckpt, report, hashes and hashes.placeholder(), fp),
@@ -360,7 +407,12 @@ def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, jso
     if sample_voxels and not save_reference:
         raise click.UsageError("--sample-voxels applies to --save-reference")
     if save_reference:
+        from .read import open_checkpoint
         from .verify import save_reference as save_ref
+        from .write.atomic import check_distinct, source_paths
+
+        with open_checkpoint(checkpoint) as ckpt:
+            check_distinct({"--save-reference": save_reference}, source_paths(ckpt))
 
         info = save_ref(checkpoint, mapping, save_reference, volume=volume, synthetic=synthetic, crop=crop,
                         tf_input=tf_input, tf_output=tf_output, per_layer=per_layer, force=force,
@@ -368,9 +420,14 @@ def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, jso
         if not quiet:
             click.echo(f"saved TF reference to {save_reference}: {info['tf_side']} ({info['tf_side_reason']})", err=True)
         return
+    from .read import open_checkpoint
     from .verify import verify
-    from .write.atomic import check_output
+    from .write.atomic import check_distinct, check_output, source_paths
 
+    outputs = {"--json": json_path, "--figure": figure}
+    check_distinct(outputs)
+    with open_checkpoint(checkpoint) as ckpt:
+        check_distinct(outputs, source_paths(ckpt))
     check_output(json_path, force)
     report = verify(checkpoint, mapping, target, volume=volume, synthetic=synthetic, crop=crop, device=device,
                     atol=atol, min_agreement=min_agreement, per_layer=per_layer, allow_tf32=allow_tf32,
@@ -383,6 +440,19 @@ def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, jso
     sys.exit(errors.EXIT_OK if report.passed else errors.EXIT_PARITY)
 
 
+def _raise_on_termination() -> None:
+    """SIGTERM and SIGHUP raise :class:`~tf2pt.errors.Interrupted` where they arrive, so that an
+    unfinished output's temporary file is removed as for Ctrl-C."""
+    import signal
+
+    def handler(signum, _frame):
+        raise errors.Interrupted(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+
+
 def main(argv=None):
     """Console-script entry point.
 
@@ -390,6 +460,7 @@ def main(argv=None):
     the process ends with ``os._exit``: tearing down an interpreter that loaded torch takes a
     noticeable time (docs/performance.md) and does nothing for tf2pt's outputs.
     """
+    _raise_on_termination()
     try:
         cli.main(args=argv, prog_name="tf2pt", standalone_mode=True)
         code = 0

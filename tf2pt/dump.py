@@ -23,14 +23,20 @@ def write_csv(path, data: List[Dict[str, Any]], force: bool = False) -> None:
 
 
 def dump(path, csv_path: Optional[str] = None, state_path: Optional[str] = None, all: bool = False,
-         filter: Optional[str] = None, backend: str = "native", force: bool = False, progress: bool = False):
-    """Write the CSV and/or the TF-named state dict. Returns counts and the skipped variables."""
+         filter: Optional[str] = None, backend: str = "native", force: bool = False, progress: bool = False,
+         max_output_bytes: Optional[int] = None):
+    """Write the CSV and/or the TF-named state dict. Returns counts and the skipped variables.
+    No output may be a file of the checkpoint, nor both outputs one file; the tensors written
+    are bounded by ``max_output_bytes`` (see :func:`tf2pt.write.output_budget`)."""
     from . import write
     from ._progress import progress_bar
 
     skipped: List[Tuple[str, str]] = []
     tensors = 0
+    from .write.atomic import check_distinct, source_paths
+
     with open_checkpoint(path, backend=backend) as ckpt:
+        check_distinct({"--csv": csv_path, "--state-dict": state_path}, source_paths(ckpt))
         shown, _ = table.select(ckpt, all=all, filter=filter)
         data = table.rows(ckpt, shown)
         if state_path:
@@ -49,6 +55,7 @@ def dump(path, csv_path: Optional[str] = None, state_path: Optional[str] = None,
                 else:
                     items.append((info.name, info.shape, torch_name))
             total = sum(write.nbytes(shape, dt) for _, shape, dt in items)
+            write.check_output_budget(total, ckpt, max_output_bytes)
             with progress_bar(total, "dumping", disable=not progress) as advance:
                 if fmt == "safetensors":  # streamed in file order, no torch needed
                     from .write.prefetch import Prefetch

@@ -87,8 +87,23 @@ class ConversionError(Tf2ptError):
         head = "; ".join(self.problems[:3]) + ("; ..." if n > 3 else "")
         super().__init__(f"conversion failed with {n} problem{'s' if n != 1 else ''}: {head}", path=path, hint=hint)
 
+    #: problems listed in full by :meth:`details`; the rest are counted
+    SHOWN = 20
+
     def details(self) -> str:
-        return "\n".join(f"  - {p}" for p in self.problems)
+        lines = [f"  - {p}" for p in self.problems[:self.SHOWN]]
+        if len(self.problems) > self.SHOWN:
+            lines.append(f"  ... and {len(self.problems) - self.SHOWN} more (--report FILE lists them all)")
+        return "\n".join(lines)
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP, raised where the signal arrives so that outputs are cleaned up as for
+    Ctrl-C. Not an :class:`Exception`: nothing but the command's top level catches it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 class OutputExistsError(Tf2ptError):

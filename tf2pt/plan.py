@@ -254,6 +254,11 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
         if key not in claimed:
             problems.append(f"target key {key!r} {_shape(shape)} is not filled: no TF variable maps to it and no fill rule matches")
 
+    matched = len(report.mapped)
+    if inference and matched < 0.2 * inference:
+        kind = mapping.description.split(" -> ")[0]
+        problems.insert(0, f"{matched} of {inference} inference variables match mapping {mapping.name!r}: this "
+                           f"checkpoint is probably not a {kind} (run `tf2pt inspect` to see what it holds)")
     if mapping.source.variables is not None and inference != mapping.source.variables:
         report.notes.append(
             f"the mapping's source model has {mapping.source.variables} inference variables; this checkpoint has {inference}"

@@ -27,6 +27,7 @@ checks the tensor's CRC32C. Every problem raises a typed error from :mod:`tf2pt.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import stat
@@ -352,22 +353,56 @@ class BundleCheckpoint(Checkpoint):
         if shard not in self._maps:
             path = self._data_path(shard)
             try:
-                fh = open(path, "rb")
+                fh = self._open_shard(path)
             except OSError as exc:
-                raise CheckpointNotFoundError(f"cannot open data shard: {exc.strerror}", path=path) from None
+                hint = "raise the open-file limit (ulimit -n)" if exc.errno in (errno.EMFILE, errno.ENFILE) else None
+                raise CheckpointNotFoundError(f"cannot open data shard: {exc.strerror}", path=path, hint=hint) from None
             st = os.fstat(fh.fileno())
             size = st.st_size
             if not stat.S_ISREG(st.st_mode) or size != self._sizes[shard]:
                 fh.close()
                 raise self._corrupt("data file changed size while open", path=path)
             self._files[shard] = fh
-            self._maps[shard] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+            try:
+                self._maps[shard] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+            except OSError as exc:  # the map holds a descriptor of its own
+                if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self._close_idle(keep=shard):
+                    raise
+                self._maps[shard] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         return self._maps[shard]
+
+    def _open_shard(self, path: str):
+        try:
+            return open(path, "rb")
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self._close_idle():
+                raise
+            return open(path, "rb")
+
+    def _close_idle(self, keep: Optional[int] = None) -> bool:
+        """Out of file descriptors (a bundle of more shards than ``ulimit -n``): close the maps
+        no array views any more (a later read maps them again). Whether any was closed."""
+        closed = False
+        for shard in [s for s in self._maps if s != keep]:
+            mm = self._maps[shard]
+            try:
+                if mm is not None:
+                    mm.close()
+            except BufferError:  # still viewed
+                continue
+            self._files.pop(shard).close()
+            del self._maps[shard]
+            closed = True
+        return closed
 
     def _bytes(self, entry: IndexEntry) -> memoryview:
         mm = self._map(entry.shard)
         if mm is None:
             return memoryview(b"")
+        # a map of a file truncated under us faults (SIGBUS) where it is read: check first
+        if os.fstat(self._files[entry.shard].fileno()).st_size != self._sizes[entry.shard]:
+            raise self._corrupt("data file changed size while it was read (rewritten by another process?)",
+                                path=self._data_path(entry.shard), hint="let the writer finish, then retry")
         return memoryview(mm)[entry.offset: entry.offset + entry.size]
 
     def _check_crc(self, label: str, entry: IndexEntry, data) -> None:

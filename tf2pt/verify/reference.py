@@ -78,6 +78,13 @@ class Reference:
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise InputError("reference file not found", path=self.path)
+        from .arrays import check_npz
+
+        try:
+            check_npz(self.path, "reference")
+        except InputError as exc:
+            raise InputError(f"not a tf2pt reference file: {exc.problem}", path=self.path,
+                             hint="make one with `tf2pt verify ... --save-reference ref.npz`") from None
         try:
             self._npz = np.load(self.path, allow_pickle=False)
             if not isinstance(self._npz, np.lib.npyio.NpzFile):

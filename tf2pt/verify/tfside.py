@@ -310,8 +310,10 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
 
 def main(argv=None) -> int:
     """``python -m tf2pt.verify.tfside REQUEST.json``: compute a reference, write it, exit 0; on a
-    typed error print its one line and exit 2."""
+    typed error print its one line and exit 2; on any other error (TensorFlow's) write its type,
+    message and traceback to the request's ``error`` file and exit 3."""
     argv = sys.argv[1:] if argv is None else argv
+    request: Dict[str, Any] = {}
     try:
         with open(argv[0]) as fh:
             request = json.load(fh)
@@ -320,7 +322,9 @@ def main(argv=None) -> int:
         from .reference import save_reference_file
 
         mapping = from_description(request["mapping"])
-        x = np.load(request["input"], allow_pickle=False)
+        from .arrays import load_npy
+
+        x = load_npy(request["input"], "input")
         with open_checkpoint(request["checkpoint"]) as ckpt:
             result = compute_reference(ckpt, mapping, x, tf_input=request.get("tf_input"),
                                        tf_output=request.get("tf_output"), per_layer=request.get("per_layer", False),
@@ -329,6 +333,16 @@ def main(argv=None) -> int:
     except Tf2ptError as exc:
         print(f"tf2pt: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # TensorFlow's own error: sent back whole, with its traceback
+        import traceback
+
+        error_path = request.get("error")
+        if error_path:
+            with open(error_path, "w") as fh:
+                json.dump({"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}, fh)
+        else:
+            traceback.print_exc()
+        return 3
     return 0
 
 

@@ -52,8 +52,10 @@ def load_file(path: str) -> Volume:
         raise InputError("volume file not found", path=path)
     lower = path.lower()
     if lower.endswith(".npy"):
+        from .arrays import load_npy
+
         try:
-            data = np.load(path, allow_pickle=False)
+            data = load_npy(path, "volume")
         except ValueError as exc:
             raise InputError(f"not a plain numeric .npy array ({exc})", path=path) from None
         except OSError as exc:

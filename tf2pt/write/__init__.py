@@ -43,6 +43,28 @@ def output_format(path) -> str:
                      hint="name the output *.safetensors or *.pth")
 
 
+def output_budget(checkpoint, max_output_bytes: Optional[int] = None) -> int:
+    """The most tensor bytes a command may write from ``checkpoint``: ``max_output_bytes``, or
+    64x the size of its files plus 1 GiB (a real conversion writes about what it reads)."""
+    if max_output_bytes is not None:
+        return max_output_bytes
+    size = 0
+    for f in getattr(checkpoint, "files", ()):
+        try:
+            size += os.path.getsize(f)
+        except OSError:
+            pass
+    return 64 * size + (1 << 30)
+
+
+def check_output_budget(total: int, checkpoint, max_output_bytes: Optional[int] = None) -> None:
+    budget = output_budget(checkpoint, max_output_bytes)
+    if total > budget:
+        raise InputError(f"the output would hold {total} bytes of tensors, more than the {budget} allowed "
+                         "(64x the checkpoint's size plus 1 GiB)", path=getattr(checkpoint, "path", None),
+                         hint="a checkpoint this small cannot hold that much; pass --max-output-bytes if you trust it")
+
+
 def save(state_dict: Dict[str, Any], path, metadata: Optional[Dict[str, str]] = None, force: bool = False) -> None:
     """Write ``state_dict`` to ``path`` (format by suffix), atomically."""
     if output_format(path) == "safetensors":

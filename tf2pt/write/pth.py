@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .atomic import atomic_output
+from .atomic import atomic_output, deferred_signals
 
 
 def save_pth(state_dict: Dict[str, Any], path, force: bool = False) -> None:
@@ -18,5 +18,5 @@ def save_pth(state_dict: Dict[str, Any], path, force: bool = False) -> None:
     # detach() turns Parameters into plain tensors, which weights_only loading accepts
     plain = {str(k): torch.as_tensor(v).detach().cpu().contiguous() for k, v in state_dict.items()}
     with atomic_output(path, force=force) as tmp:
-        with open(tmp, "r+b") as fh:  # not truncating the empty temp file spares ext4's flush on close
+        with open(tmp, "r+b") as fh, deferred_signals():  # torch.save would swallow Ctrl-C
             torch.save(plain, fh)
