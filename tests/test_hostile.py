@@ -304,7 +304,7 @@ def test_an_index_that_is_dev_zero_or_a_fifo_is_refused_at_once(tmp_path):
     fifo = tmp_path / "f"
     fifo.mkdir()
     os.mkfifo(fifo / "m.index")
-    assert "a FIFO, not a regular file" in one_line_exit_2(invoke("inspect", fifo / "m"))
+    assert "a FIFO, not a regular file" in one_line_exit_2(invoke("inspect", fifo / "m.index"))  # no hang
 
 
 def test_a_data_file_truncated_while_read_is_an_error_not_a_crash(tmp_path):
