@@ -211,7 +211,8 @@ def keras_activation(name: Any, keras_version: Optional[int] = None) -> str:
     return name
 
 
-def torch_kwargs(layer_class: str, config: Optional[TMapping[str, Any]] = None) -> Dict[str, Any]:
+def torch_kwargs(layer_class: str, config: Optional[TMapping[str, Any]] = None,
+                 input_rank: Optional[int] = None) -> Dict[str, Any]:
     """Keyword arguments for the torch module that takes a Keras layer's weights, from the
     layer's config: for BatchNormalization and LayerNormalization their ``eps`` (Keras'
     default is 1e-3, torch's 1e-5; momentum does not matter for inference) and ``affine`` /
@@ -227,9 +228,13 @@ def torch_kwargs(layer_class: str, config: Optional[TMapping[str, Any]] = None) 
         return {"eps": float(cfg.get("epsilon", 1e-3)), "affine": bool(cfg.get("center", True) or cfg.get("scale", True))}
     if layer_class == "LayerNormalization":
         axis = cfg.get("axis", -1)
-        if axis not in (-1, [-1], (-1,)):
-            raise MappingError(f"LayerNormalization(axis={axis!r}) normalises other axes than nn.LayerNorm's last ones",
-                               hint="only axis=-1 maps onto nn.LayerNorm(C) directly")
+        axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+        # Keras 2 stores the axis made positive once built ([2] for a [batch, time, C] input)
+        last = -1 if input_rank is None else input_rank - 1
+        if len(axes) != 1 or not isinstance(axes[0], int) or (axes[0] >= 0 and input_rank is not None
+                                                              and axes[0] != last) or (axes[0] < 0 and axes[0] != -1):
+            raise MappingError(f"LayerNormalization(axis={list(axes)!r}) normalises other axes than nn.LayerNorm(C), "
+                               "which normalises the last", hint="only the last axis maps onto nn.LayerNorm(C) directly")
         return {"eps": float(cfg.get("epsilon", 1e-3)),
                 "elementwise_affine": bool(cfg.get("center", True) or cfg.get("scale", True))}
     if layer_class in _RECURRENT_DEFAULTS:

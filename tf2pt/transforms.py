@@ -185,8 +185,9 @@ def _gru_bias_row(row: int):
 
 
 def _gru_bias2_shape(shape: Shape) -> Shape:
-    if shape[0] != 2:
-        raise ValueError(f"a reset_after GRU bias is [2, 3 * units], got shape {list(shape)}")
+    if len(shape) != 2 or shape[0] != 2:
+        raise ValueError(f"a reset_after GRU bias is [2, 3 * units], got shape {list(shape)} (a [3 * units] bias is a "
+                         "reset_after=False GRU's: transform 'gru_bias')")
     _gate_shape(shape, 3)
     return (shape[1],)
 
@@ -269,9 +270,9 @@ TRANSFORMS: Dict[str, Transform] = {
                   _gru_kernel_shape, (2,)),
         Transform("gru_bias", "Keras GRU bias [3u] z,r,h -> [3u] r,z,n (reset_after=False)", _gru_bias, _gru_bias_shape, (1,)),
         Transform("gru_bias_ih", "Keras GRU bias [2, 3u]: the input row, z,r,h -> r,z,n", _gru_bias_row(0),
-                  _gru_bias2_shape, (2,), part="ih", parts=("ih", "hh")),
+                  _gru_bias2_shape, part="ih", parts=("ih", "hh")),
         Transform("gru_bias_hh", "Keras GRU bias [2, 3u]: the recurrent row, z,r,h -> r,z,n", _gru_bias_row(1),
-                  _gru_bias2_shape, (2,), part="hh", parts=("ih", "hh")),
+                  _gru_bias2_shape, part="hh", parts=("ih", "hh")),
         *_cell_kernel_pair("tf1_lstm_kernel", "TF1 LSTMCell kernel [in + u, 4u] i,j,f,o -> i,f,g,o", 4, _TF1_LSTM_ORDER),
         Transform("tf1_lstm_bias", "TF1 LSTMCell bias [4u] i,j,f,o -> i,f,g,o, forget_bias 1.0 added to f",
                   _tf1_lstm_bias_fn(1.0), _tf1_lstm_bias_shape, (1,)),
