@@ -489,6 +489,42 @@ def test_tf1_gru_cell():
     assert_close(m(torch.from_numpy(x))[0], expected)
 
 
+def test_parts_go_through_the_safetensors_writer(tmp_path):
+    """One variable feeding two keys (a TF1 kernel split, a GRU bias split) streams to
+    safetensors as the two halves, equal to what the torch path makes."""
+    from safetensors.numpy import load_file
+
+    from tf2pt.write import write_entries
+
+    x = rand(2, 4, 3)
+    _, values = _tf1_run(lambda lc: lc.LSTMCell(2, forget_bias=0.5), x, seed=3)
+    values["gru/gru_cell/kernel"], values["gru/gru_cell/recurrent_kernel"] = rand(2, 9), rand(3, 9)
+    values["gru/gru_cell/bias"] = rand(2, 9)
+
+    class Both(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.gru = nn.LSTM(3, 2), nn.GRU(2, 3)
+
+    module = Both()
+    rules = tf1_cell_rules("rnn/lstm_cell", "LSTMCell", "lstm", forget_bias=0.5) + keras_layer_rules("gru", "GRU", "gru")
+    ckpt = Arrays(values)
+    target = Target("t", "test", lambda: module, list(rules.rename), list(rules.fill))
+    entries, report = plan(ckpt, Mapping("m", "m", Source("t"), [target], ignore=()), target)
+    assert report.ok, report.problems
+    assert sum(e.source == "rnn/lstm_cell/kernel" for e in entries) == 2
+    assert sum(e.source == "gru/gru_cell/bias" for e in entries) == 2
+    out = tmp_path / "x.safetensors"
+    write_entries(ckpt, entries, out)
+    written = load_file(str(out))
+    assert set(written) == set(module.state_dict())
+    for e in entries:
+        np.testing.assert_array_equal(written[e.key], as_tensor(e, ckpt).numpy())
+    kernel = values["rnn/lstm_cell/kernel"]  # [3 + 2, 8], i,j,f,o
+    i, j, f, o = np.split(kernel[:3], 4, axis=1)
+    np.testing.assert_array_equal(written["lstm.weight_ih_l0"], np.concatenate([i, f, j, o], axis=1).T)
+
+
 # -- plan: one variable, several parts ----------------------------------------------------------
 
 def _plan(weights, rename, fill=(), module=None):

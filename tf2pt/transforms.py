@@ -23,20 +23,17 @@ Recurrent layers (Keras ``LSTM``/``GRU``/``SimpleRNN`` and TF1 cells into ``nn.L
 ``nn.RNN`` or the modules of :mod:`tf2pt.nn.recurrent`; Keras' LSTM and SimpleRNN kernels need
 only ``dense``):
 
-==============================  ==============================  ====================================
-name                            TensorFlow layout               PyTorch layout
-==============================  ==============================  ====================================
-``gru_kernel``                  ``[in, 3u]``, gates z,r,h       ``[3u, in]``, gates r,z,n
-``gru_bias``                    ``[3u]`` z,r,h                  ``[3u]`` r,z,n (``reset_after=False``)
-``gru_bias_ih`` / ``_hh``       ``[2, 3u]`` z,r,h               row 0 / row 1, r,z,n (one part each)
-``tf1_lstm_kernel_ih`` / ``_hh``  ``[in + u, 4u]``, gates i,j,f,o ``[4u, in]`` / ``[4u, u]``, i,f,g,o
-``tf1_lstm_bias[:F]``           ``[4u]`` i,j,f,o                ``[4u]`` i,f,g,o, ``F`` (the cell's
-                                                                run-time ``forget_bias``, default
-                                                                1.0) added to f
-``tf1_gru_gates_kernel_ih/_hh`` ``[in + u, 2u]``, gates r,u     ``[2u, in]`` / ``[2u, u]``
-``tf1_gru_candidate_kernel_ih``  ``[in + u, u]``                ``[u, in]`` / ``[u, u]``
-``/_hh``
-==============================  ==============================  ====================================
+* ``gru_kernel``: a Keras GRU (recurrent) kernel ``[in, 3u]``, gates z,r,h -> ``[3u, in]``, r,z,n;
+* ``gru_bias``: ``[3u]`` z,r,h -> r,z,n (``reset_after=False``);
+* ``gru_bias_ih`` / ``gru_bias_hh``: row 0 / row 1 of a ``reset_after`` bias ``[2, 3u]``, r,z,n
+  (one part each);
+* ``tf1_lstm_kernel_ih`` / ``_hh``: a TF1 ``LSTMCell`` kernel ``[in + u, 4u]``, gates i,j,f,o ->
+  ``[4u, in]`` / ``[4u, u]``, i,f,g,o (parts);
+* ``tf1_lstm_bias[:F]``: ``[4u]`` i,j,f,o -> i,f,g,o with ``F``, the cell's run-time
+  ``forget_bias`` (default 1.0, never stored), added to f;
+* ``tf1_gru_gates_kernel_ih`` / ``_hh`` (``gates/kernel [in + u, 2u]``, r,u) and
+  ``tf1_gru_candidate_kernel_ih`` / ``_hh`` (``candidate/kernel [in + u, u]``): the input and
+  recurrent rows, transposed (parts).
 
 **Parts.** A transform with a ``part`` takes one part of its variable (``ih``: the input
 rows, ``hh``: the recurrent rows). Several rename rules may then match one variable, one per
@@ -55,7 +52,8 @@ Transposed convolutions need the same axis permutation as convolutions: TF keeps
 ``conv3d_transpose`` as ``[k..., out, in]`` and torch's ``ConvTranspose3d`` as ``[in, out, k...]``;
 no spatial flip is needed because both frameworks define the transposed convolution as the
 gradient of the same correlation. ``tests/test_transforms.py`` checks every transform numerically
-against the TF op.
+against the TF op, and ``tests/test_keras_layers.py`` the recurrent and Keras ones against
+Keras 3, Keras 2 (``tf_keras``) and TF1's cells.
 """
 
 from __future__ import annotations
