@@ -181,25 +181,15 @@ def test_depthwise_conv1d():
     assert_close(to_nhwc(m(nhwc(x))), layer(x).numpy())
 
 
-class Separable(nn.Module):
-    def __init__(self, depthwise, pointwise):
-        super().__init__()
-        self.depthwise, self.pointwise = depthwise, pointwise
-
-    def forward(self, x):
-        return self.pointwise(self.depthwise(x))
-
-
 @pytest.mark.parametrize("keras_mod", ["keras", "tf_keras"])
-@pytest.mark.parametrize("nd,mult,padding", [(1, 2, "same"), (1, 1, "valid"), (2, 1, "same"), (2, 3, "valid")])
-def test_separable_conv(keras_mod, nd, mult, padding):
+@pytest.mark.parametrize("nd,mult,padding,s", [(1, 2, "same", 1), (1, 1, "valid", 2), (2, 1, "same", 2), (2, 3, "valid", 1)])
+def test_separable_conv(keras_mod, nd, mult, padding, s):
     K = {"keras": keras, "tf_keras": tf_keras}[keras_mod]
-    layer = getattr(K.layers, f"SeparableConv{nd}D")(5, 3, depth_multiplier=mult, padding=padding, name="sep")
+    layer = getattr(K.layers, f"SeparableConv{nd}D")(5, 3, strides=s, depth_multiplier=mult, padding=padding, name="sep")
     x = rand(2, *([8] * nd), 4)
     layer(x)
     randomise(layer)
-    conv = getattr(tfnn, f"Conv{nd}dSame") if padding == "same" else getattr(nn, f"Conv{nd}d")
-    m = Separable(conv(4, 4 * mult, 3, groups=4, bias=False), getattr(nn, f"Conv{nd}d")(4 * mult, 5, 1))
+    m = getattr(tfnn, f"SeparableConv{nd}d")(4, 5, 3, stride=s, padding=padding, depth_multiplier=mult)
     load(m, keras_weights(layer), keras_layer_rules("sep", f"SeparableConv{nd}D", ""))
     assert_close(to_nhwc(m(nhwc(x))), layer(x).numpy())
 
@@ -384,6 +374,24 @@ def test_hard_sigmoid_keras2_is_not_torchs():
         keras_activation("hard_sigmoid")
     with pytest.raises(ValueError, match="ambiguous"):
         tfnn.LSTM(3, 4, recurrent_activation="hard_sigmoid")
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "SimpleRNN"])
+def test_tf2pt_recurrent_modules_equal_torchs_with_torchs_activations(cls, bidirectional):
+    """Same parameter names, same outputs (states given, unbatched input too) as nn.LSTM/GRU/RNN."""
+    ours = getattr(tfnn, cls)(3, 4, bidirectional=bidirectional)
+    theirs = getattr(nn, {"SimpleRNN": "RNN"}.get(cls, cls))(3, 4, bidirectional=bidirectional)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.from_numpy(rand(5, 2, 3))
+    dirs = 2 if bidirectional else 1
+    h0 = torch.from_numpy(rand(dirs, 2, 4))
+    hx = (h0, torch.from_numpy(rand(dirs, 2, 4))) if cls == "LSTM" else h0
+    for args in [(x,), (x, hx), (x[:, 0],)]:
+        got, want = ours(*args), theirs(*args)
+        assert_close(got[0], want[0].detach().numpy())
+        for g, w in zip(*(s if isinstance(s, tuple) else (s,) for s in (got[1], want[1]))):
+            assert_close(g, w.detach().numpy())
 
 
 def test_torch_gru_cannot_do_reset_before():
