@@ -522,6 +522,7 @@ def test_parts_go_through_the_safetensors_writer(tmp_path):
     assert report.ok, report.problems
     assert sum(e.source == "rnn/lstm_cell/kernel" for e in entries) == 2
     assert sum(e.source == "gru/gru_cell/bias" for e in entries) == 2
+    assert "mapped:   5 TF variables -> 7 PyTorch keys" in report.summary()
     out = tmp_path / "x.safetensors"
     write_entries(ckpt, entries, out)
     written = load_file(str(out))

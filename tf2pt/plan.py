@@ -82,8 +82,10 @@ class Report:
         fills: Dict[str, int] = {}
         for row in self.filled:
             fills[row["reason"]] = fills.get(row["reason"], 0) + 1
+        variables = len({row["tf"] for row in self.mapped})  # fewer than keys where one is split into parts
+        into = "PyTorch keys" if variables == c["mapped"] else f"{c['mapped']} PyTorch keys"
         lines = [f"mapping {self.mapping!r} -> target {self.target!r}",
-                 f"  mapped:   {c['mapped']} TF variables -> PyTorch keys",
+                 f"  mapped:   {variables} TF variables -> {into}",
                  f"  ignored:  {c['ignored']} TF variables by rule" + (":" if reasons else "")]
         lines += [f"    {n:>6}  {r}" for r, n in sorted(reasons.items())]
         lines.append(f"  filled:   {c['filled']} PyTorch keys by rule" + (":" if fills else ""))
