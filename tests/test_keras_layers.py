@@ -583,9 +583,15 @@ def test_keras_rules_refuse_what_torch_cannot_compute():
 def test_rules_match_keras2_and_keras3_names_only():
     rules = keras_layer_rules("lstm", "LSTM", "rnn")
     names = {"lstm/lstm_cell/kernel": "rnn.weight_ih_l0", "lstm/lstm_cell/kernel:0": "rnn.weight_ih_l0",
-             "lstm/kernel:0": "rnn.weight_ih_l0", "lstm/lstm_cell/recurrent_kernel": "rnn.weight_hh_l0"}
+             "lstm/kernel:0": "rnn.weight_ih_l0", "lstm/lstm_cell/recurrent_kernel": "rnn.weight_hh_l0",
+             "lstm/cell/recurrent_kernel": "rnn.weight_hh_l0"}
     for name, key in names.items():
         hits = [r.key_for(m) for r in rules.rename for m in [r.match(name)] if m]
         assert hits == [key], name
-    for name in ["lstm_1/lstm_cell/kernel", "lstm/lstm_cell/kernel_1", "x/lstm/lstm_cell/kernel"]:
+    for name in ["lstm_1/lstm_cell/kernel", "lstm/lstm_cell/kernel_1", "x/lstm/lstm_cell/kernel", "lstm/other/kernel"]:
         assert not any(r.match(name) for r in rules.rename), name
+    bi = keras_layer_rules("bidirectional", "Bidirectional", "", inner="GRU")
+    for name, keys in {"bidirectional/forward_gru/gru_cell/bias": ["bias_ih_l0", "bias_hh_l0"],
+                       "bidirectional/backward_layer/cell/bias:0": ["bias_ih_l0_reverse", "bias_hh_l0_reverse"],
+                       "bidirectional/backward_gru/gru_cell/kernel": ["weight_ih_l0_reverse"]}.items():
+        assert [r.key_for(m) for r in bi.rename for m in [r.match(name)] if m] == keys, name

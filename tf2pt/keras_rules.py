@@ -11,8 +11,8 @@
 
 The rules match the weights' readable names, with or without Keras 2's ``:0`` suffix:
 ``dense_1/kernel``, ``batch_normalization/moving_mean``, ``lstm/lstm_cell/recurrent_kernel``
-(older Keras 2 files have no ``lstm_cell/`` level; both match),
-``bidirectional/forward_lstm/lstm_cell/kernel``. ``scope`` prefixes them (a nested model's
+(older Keras 2 files have no ``lstm_cell/`` level, a Keras 3 file without names may say
+``cell/``; all match), ``bidirectional/forward_lstm/lstm_cell/kernel`` (or ``forward_layer/``). ``scope`` prefixes them (a nested model's
 name, say). Keys are ``torch_prefix + "." + torch name`` (no dot for an empty prefix).
 
 The torch side, per Keras class:
@@ -168,7 +168,8 @@ def keras_layer_rules(layer_name: str, layer_class: str, torch_prefix: str, conf
 
 def _recurrent_rules(where: str, layer_class: str, cfg: Dict[str, Any], prefix: str, suffix: str,
                      layer_name: str) -> Rules:
-    cell = r"(?:[^/]+_cell/)?"  # "lstm_cell/" since TF 2; old Keras 2 files have none
+    # "lstm_cell/" since TF 2 (a Keras 3 file without names: "cell/"); old Keras 2 files have none
+    cell = r"(?:(?:[^/]+_)?cell/)?"
 
     def rule(weight: str, key: str, transform: str) -> Rename:
         return Rename(where + cell + weight + r"(?::\d+)?", _key(prefix, key + suffix), transform)
