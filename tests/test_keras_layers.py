@@ -481,6 +481,15 @@ def test_tf1_lstm_cell_with_forget_bias_folded(cell, forget_bias, num_proj):
             assert_close(unfolded(torch.from_numpy(x))[0], expected)
 
 
+def test_tf1_lstm_peepholes_are_left_unmapped_not_dropped():
+    """torch's LSTM has no peepholes: their variables are problems of the plan, by name."""
+    _, values = _tf1_run(lambda lc: lc.LSTMCell(4, use_peepholes=True), rand(2, 3, 5))
+    rules = tf1_cell_rules("rnn/lstm_cell", "LSTMCell", "")
+    _, report = _plan(values, list(rules.rename), rules.fill, module=nn.LSTM(5, 4))
+    unmapped = sorted(re.search(r"'(.*?)'", p).group(1) for p in report.problems)
+    assert unmapped == ["rnn/lstm_cell/w_f_diag", "rnn/lstm_cell/w_i_diag", "rnn/lstm_cell/w_o_diag"], report.problems
+
+
 def test_tf1_lstm_bias_fold_is_exact():
     b = rand(8)
     t = tf1_lstm_bias(0.5)
