@@ -14,7 +14,7 @@ from tf2pt import registry
 from tf2pt.plan import plan
 from tf2pt.read import open_checkpoint
 from tf2pt.testing import check_target_spec
-from tf2pt.transforms import TRANSFORMS
+from tf2pt.transforms import get_transform
 
 PAIRS = [(m.name, t.name) for m in registry.list_mappings() for t in m.targets]
 #: mapping -> fixture giving a real checkpoint of its source model
@@ -38,7 +38,7 @@ def test_target_is_well_formed(mapping, target):
         model = t.build()
     keys = set(model.state_dict())
     for rule in t.rename:
-        assert rule.transform in TRANSFORMS, rule
+        get_transform(rule.transform)  # a known name, a parametrised one (base:argument) or a Transform
         re.compile(rule.pattern)
     for fill in t.fill:
         assert any(fill.matches(k) for k in keys), f"fill rule {fill.pattern!r} matches no key"

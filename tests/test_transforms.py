@@ -44,7 +44,10 @@ def test_every_transform_maps_shapes_like_arrays():
         "identity": (2, 3), "conv": (3, 3, 3, 4, 5), "conv1d": (3, 4, 5), "conv2d": (3, 2, 4, 5),
         "conv3d": (3, 2, 1, 4, 5), "conv_transpose": (2, 3, 4, 5), "conv_transpose1d": (3, 4, 5),
         "conv_transpose2d": (3, 2, 4, 5), "conv_transpose3d": (3, 2, 1, 4, 5), "dense": (4, 5),
-        "depthwise2d": (3, 2, 4, 2), "scalar": (1,),
+        "depthwise2d": (3, 2, 4, 2), "scalar": (1,), "depthwise1d": (3, 4, 2), "gru_kernel": (4, 6),
+        "gru_bias": (6,), "gru_bias_ih": (2, 6), "gru_bias_hh": (2, 6), "tf1_lstm_kernel_ih": (7, 8),
+        "tf1_lstm_kernel_hh": (7, 8), "tf1_lstm_bias": (8,), "tf1_gru_gates_kernel_ih": (5, 4),
+        "tf1_gru_gates_kernel_hh": (5, 4), "tf1_gru_candidate_kernel_ih": (5, 2), "tf1_gru_candidate_kernel_hh": (5, 2),
     }
     assert set(shapes) == set(TRANSFORMS), "add the new transform to this test"
     for name, shape in shapes.items():
@@ -72,6 +75,16 @@ def test_conv3d_is_dhwio_to_oidhw_elementwise():
     assert out.shape == (6, 5, 2, 3, 4)
     for d, h, w, i, o in [(0, 0, 0, 0, 0), (1, 2, 3, 4, 5), (1, 0, 2, 3, 1)]:
         assert out[o, i, d, h, w] == k[d, h, w, i, o]
+
+
+@pytest.mark.parametrize("name", ["dense_after_flatten:3x4x5", "dense_after_flatten:6x5", "tf1_lstm_bias:0.25",
+                                  "tf1_lstm_kernel_ih:3", "tf1_lstm_kernel_hh:3"])
+def test_parametrised_transforms_map_shapes_like_arrays(name):
+    t = get_transform(name)
+    assert t.name == name and get_transform(name) is t  # built once, named as asked
+    shape = {"dense_after_flatten": (60 if "3x4x5" in name else 30, 7), "tf1_lstm_bias": (8,)}.get(name.split(":")[0], (8, 16))
+    out = t(rand(*shape))
+    assert out.shape == t.out_shape(shape) and out.flags["C_CONTIGUOUS"]
 
 
 def test_rank_is_checked_and_unknown_names_suggest():

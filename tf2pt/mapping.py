@@ -153,7 +153,12 @@ class Rename(_Pattern):
     """A TF name fully matching ``pattern`` becomes ``key`` after ``transform``.
 
     ``key`` is a template expanded with the match (``\\1``, ``\\g<name>``), or a function of the
-    match for names a template cannot express.
+    match for names a template cannot express. ``transform`` is a name (``"conv2d"``, or a
+    parametrised ``"dense_after_flatten:7x7x64"``) or a :class:`~tf2pt.transforms.Transform`.
+
+    One variable may feed several keys: when every rule matching it has a transform that takes
+    one *part* of it (``gru_bias_ih`` and ``gru_bias_hh``, ``tf1_lstm_kernel_ih`` and ``_hh``),
+    each part goes to its own key, and the plan checks the parts are all taken, once each.
     """
 
     pattern: str

@@ -1,5 +1,6 @@
-"""Planning a conversion: every TF variable under exactly one rule, every target key from exactly
-one source, every shape compared exactly. Reads no tensor data.
+"""Planning a conversion: every TF variable under exactly one rule (a variable split into parts:
+each part under exactly one), every target key from exactly one source, every shape compared
+exactly. Reads no tensor data.
 
 :func:`plan` puts each TF variable under exactly one rule (ignored, refused or renamed), gives
 each target key exactly one source (a TF variable or a fill rule), and compares each
@@ -81,8 +82,10 @@ class Report:
         fills: Dict[str, int] = {}
         for row in self.filled:
             fills[row["reason"]] = fills.get(row["reason"], 0) + 1
+        variables = len({row["tf"] for row in self.mapped})  # fewer than keys where one is split into parts
+        into = "PyTorch keys" if variables == c["mapped"] else f"{c['mapped']} PyTorch keys"
         lines = [f"mapping {self.mapping!r} -> target {self.target!r}",
-                 f"  mapped:   {c['mapped']} TF variables -> PyTorch keys",
+                 f"  mapped:   {variables} TF variables -> {into}",
                  f"  ignored:  {c['ignored']} TF variables by rule" + (":" if reasons else "")]
         lines += [f"    {n:>6}  {r}" for r, n in sorted(reasons.items())]
         lines.append(f"  filled:   {c['filled']} PyTorch keys by rule" + (":" if fills else ""))
@@ -206,39 +209,13 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
                 f"unmapped variable {name!r} {_shape(info.shape)} {info.dtype}: no rename or ignore rule matches it"
             )
             continue
-        if len(hits) > 1:
-            problems.append(f"variable {name!r} matches {len(hits)} rename rules: " + ", ".join(repr(r.pattern) for r, _ in hits))
+        transforms = [get_transform(r.transform) for r, _ in hits]
+        problem = _parts_problem(name, hits, transforms)
+        if problem:
+            problems.append(problem)
             continue
-        rule, match = hits[0]
-        key = rule.key_for(match)
-        transform = get_transform(rule.transform)
-        claimed.add(key)
-        if key in sources:
-            problems.append(f"target key {key!r} would be filled twice: from {sources[key][0]!r} and from {name!r}")
-            continue
-        if key not in expected:
-            problems.append(f"variable {name!r} maps to {key!r}, which the {target.name!r} model does not have")
-            continue
-        want_shape, want_dtype = expected[key]
-        try:
-            got_shape = transform.out_shape(info.shape)
-        except ValueError as exc:
-            problems.append(f"variable {name!r} -> {key!r}: {exc}")
-            continue
-        if got_shape != want_shape:
-            problems.append(
-                f"shape mismatch for {key!r}: TF {name!r} {_shape(info.shape)} -> {transform.name} -> "
-                f"{_shape(got_shape)}, model expects {_shape(want_shape)}"
-            )
-            continue
-        if info.dtype == "string" or not _castable(info.dtype, want_dtype):
-            problems.append(f"dtype mismatch for {key!r}: TF {name!r} is {info.dtype}, model expects {want_dtype}")
-            continue
-        sources[key] = (name, transform)
-        report.mapped.append(
-            {"tf": name, "key": key, "transform": transform.name, "tf_shape": _shape(info.shape),
-             "shape": _shape(want_shape), "tf_dtype": info.dtype, "dtype": want_dtype}
-        )
+        for (rule, match), transform in zip(hits, transforms):
+            _rename(name, info, rule.key_for(match), transform, target, expected, sources, claimed, problems, report)
 
     entries: List[Entry] = []
     for key, (shape, dtype) in expected.items():
@@ -264,6 +241,58 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
             f"the mapping's source model has {mapping.source.variables} inference variables; this checkpoint has {inference}"
         )
     return entries, report
+
+
+def _parts_problem(name: str, hits, transforms) -> Optional[str]:
+    """Why the rename rules ``hits`` cannot all take variable ``name`` (``None``: they can).
+    One rule may; several only when each takes a different part of the variable (see
+    :mod:`tf2pt.transforms`) and together they take all of its parts."""
+    if len(hits) == 1 and transforms[0].part is None:
+        return None
+    parts = [t.part for t in transforms]
+    if None in parts:
+        return f"variable {name!r} matches {len(hits)} rename rules: " + ", ".join(repr(r.pattern) for r, _ in hits)
+    rules = ", ".join(f"{r.pattern!r} ({t.name})" for (r, _), t in zip(hits, transforms))
+    groups = {t.parts for t in transforms}
+    whole = transforms[0].parts
+    if len(groups) > 1 or len(set(parts)) != len(parts):
+        return f"variable {name!r}: its rename rules take overlapping or unrelated parts of it: {rules}"
+    missing = [p for p in whole if p not in parts]
+    if missing:
+        return (f"variable {name!r}: its rename rules take only part(s) {', '.join(parts)} of it; no rule takes part(s) "
+                f"{', '.join(missing)}: {rules}")
+    return None
+
+
+def _rename(name, info, key, transform, target, expected, sources, claimed, problems, report) -> None:
+    """One variable (or one part of it) -> ``key``: checked, and recorded in ``sources``."""
+    claimed.add(key)
+    if key in sources:
+        problems.append(f"target key {key!r} would be filled twice: from {sources[key][0]!r} and from {name!r}")
+        return
+    if key not in expected:
+        problems.append(f"variable {name!r} maps to {key!r}, which the {target.name!r} model does not have")
+        return
+    want_shape, want_dtype = expected[key]
+    try:
+        got_shape = transform.out_shape(info.shape)
+    except ValueError as exc:
+        problems.append(f"variable {name!r} -> {key!r}: {exc}")
+        return
+    if got_shape != want_shape:
+        problems.append(
+            f"shape mismatch for {key!r}: TF {name!r} {_shape(info.shape)} -> {transform.name} -> "
+            f"{_shape(got_shape)}, model expects {_shape(want_shape)}"
+        )
+        return
+    if info.dtype == "string" or not _castable(info.dtype, want_dtype):
+        problems.append(f"dtype mismatch for {key!r}: TF {name!r} is {info.dtype}, model expects {want_dtype}")
+        return
+    sources[key] = (name, transform)
+    report.mapped.append(
+        {"tf": name, "key": key, "transform": transform.name, "tf_shape": _shape(info.shape),
+         "shape": _shape(want_shape), "tf_dtype": info.dtype, "dtype": want_dtype}
+    )
 
 
 def _castable(tf_dtype: str, target: str) -> bool:

@@ -3,10 +3,18 @@ to build on. Each submodule holds one family; every name is importable from ``tf
 
 * :mod:`.same` -- TF ``padding="SAME"`` convolutions, transposed convolutions and pooling, whose
   padding can be asymmetric where torch's ``padding=`` is symmetric.
+* :mod:`.recurrent` -- Keras/TF1 recurrent layers torch's cannot express: a reset-before GRU
+  (Keras ``reset_after=False``, TF1 ``GRUCell``), any activation (Keras 2's ``hard_sigmoid``).
+* :mod:`.separable` -- Keras' separable convolutions as a visible depthwise and pointwise pair.
 """
 
 from .same import (ConvTranspose1dSame, ConvTranspose2dSame, ConvTranspose3dSame, Conv1dSame, Conv2dSame, Conv3dSame,
                    MaxPoolSame, same_padding)
 
-__all__ = ["same_padding", "Conv1dSame", "Conv2dSame", "Conv3dSame", "ConvTranspose1dSame", "ConvTranspose2dSame",
+from .separable import SeparableConv1d, SeparableConv2d
+from .recurrent import (ACTIVATIONS, GRU, LSTM, KerasHardSigmoid, SimpleRNN, TF1GRU, activation,
+                        keras2_hard_sigmoid)
+
+__all__ = ["SeparableConv1d", "SeparableConv2d", "LSTM", "GRU", "SimpleRNN", "TF1GRU", "KerasHardSigmoid", "keras2_hard_sigmoid", "activation", "ACTIVATIONS",
+           "same_padding", "Conv1dSame", "Conv2dSame", "Conv3dSame", "ConvTranspose1dSame", "ConvTranspose2dSame",
            "ConvTranspose3dSame", "MaxPoolSame"]
