@@ -3,6 +3,8 @@
     python benchmarks/run.py --size 1GiB --tensors 256            # dump/convert vs cp vs TF
     python benchmarks/run.py --size 8GiB --tensors 1024 --shards 8 # scaling, sharded
     python benchmarks/run.py --inspect-only --vars 1000            # inspect vs tf.train.list_variables
+    python benchmarks/run.py --cold-start --repeat 9                # inspect/convert of the example, imports
+    python benchmarks/run.py --verify-phases                       # verify's time, phase by phase
 
 Checkpoints are written by real TensorFlow (``tf2pt.testing.tf_fixtures``) into ``--workdir`` and
 reused across runs. Every measured command runs in its own process; wall time and peak RSS come
@@ -121,6 +123,47 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")
 
 
+EXAMPLE = HERE.parent / "examples" / "highres3dnet"
+
+
+def cold_start(out: Path, repeat: int) -> str:
+    """Whole commands on the small bundled example, where start-up is most of the cost."""
+    target = out / "cold.safetensors"
+    rows = [measure("tf2pt inspect examples/highres3dnet", [PY, "-m", "tf2pt", "inspect", str(EXAMPLE)], repeat),
+            measure("tf2pt convert examples/highres3dnet -m highresnet -o x.safetensors",
+                    [PY, "-m", "tf2pt", "convert", str(EXAMPLE), "-m", "highresnet", "-o", str(target), "--force",
+                     "--quiet"], repeat),
+            measure("python -c 'import tf2pt.cli'", [PY, "-c", "import tf2pt.cli"], repeat),
+            measure("python -c pass (the interpreter alone)", [PY, "-c", "pass"], repeat)]
+    lines = [f"\nMedian of {repeat}; page cache warm.\n", "| command | wall | peak RSS |", "| --- | --- | --- |"]
+    lines += [f"| {r['name']} | {r['wall']:.3f} s | {r['rss'] / 2**20:.0f} MiB |" for r in rows]
+    imports = subprocess.run([PY, "-X", "importtime", "-m", "tf2pt", "convert", str(EXAMPLE), "-m", "highresnet",
+                              "-o", str(target), "--force", "--quiet"], env=ENV, capture_output=True, text=True)
+    costs = []
+    for line in imports.stderr.splitlines():
+        parts = line[len("import time:"):].split("|") if line.startswith("import time:") else []
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            name = parts[2][1:]  # one space, then two more per level of nesting
+            if not name.startswith(" "):  # imported by tf2pt itself or the interpreter: top level
+                costs.append((int(parts[1]), name.strip()))
+    top = sorted(costs, reverse=True)[:10]
+    lines += ["\nLargest imports of that convert (`python -X importtime`, cumulative):\n",
+              "| module | ms |", "| --- | --- |"] + [f"| {n} | {c / 1000:.0f} |" for c, n in top]
+    return "\n".join(lines)
+
+
+def verify_phases(out: Path) -> str:
+    """One verify of the bundled example, its JSON report's phase timings as a table."""
+    report = out / "verify.json"
+    wall, rss = run([PY, "-m", "tf2pt", "verify", str(EXAMPLE), "-m", "highresnet", "--json", str(report), "--force"])
+    timings = json.loads(report.read_text())["timings"]
+    lines = [f"\nverify of examples/highres3dnet (MNI152, CPU crop): {wall:.1f} s wall, peak RSS {rss / 2**20:.0f} MiB "
+             "(the TF side runs in a child process, started first; the PyTorch side's phases overlap it)\n",
+             "| phase | seconds |", "| --- | --- |"]
+    lines += [f"| {k.replace('_seconds', '')} | {v:.2f} |" for k, v in timings.items()]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", default="1GiB")
@@ -130,6 +173,10 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", default=os.environ.get("TF2PT_BENCH_DIR", "/tmp/tf2pt-bench"))
     ap.add_argument("--inspect-only", action="store_true")
+    ap.add_argument("--cold-start", action="store_true",
+                    help="only the start-up rows: inspect and convert of the bundled example, and the top imports")
+    ap.add_argument("--verify-phases", action="store_true",
+                    help="only verify's phases on the bundled example (the default MNI152 crop)")
     ap.add_argument("--skip-tf", action="store_true", help="leave out the TF-API path (slow, memory hungry)")
     ap.add_argument("--json", default=None, help="also write the raw results here")
     args = ap.parse_args(argv)
@@ -140,6 +187,14 @@ def main(argv=None):
     results = []
     rows = []
 
+    if args.cold_start:
+        print(f"Machine: {machine()}")
+        print(cold_start(out, max(args.repeat, 9)))
+        return
+    if args.verify_phases:
+        print(f"Machine: {machine()}")
+        print(verify_phases(out))
+        return
     if not args.inspect_only:
         size = parse_size(args.size)
         prefix = checkpoint(workdir, size, args.tensors, args.shards)
@@ -157,10 +212,10 @@ def main(argv=None):
         sha = measure("sha256 of the source files alone (tf2pt's hashing; what --hash-sources adds)",
                       [PY, "-c", SHA256, *map(str, data), prefix + ".index"], args.repeat, clean)
         dump = measure("tf2pt dump -> safetensors", [PY, "-m", "tf2pt", "dump", prefix, "--state-dict", str(out / "d.safetensors"), "--quiet"], args.repeat, clean)
-        convi = measure("tf2pt convert -> safetensors (layout kept)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "i.safetensors"), "--quiet"], args.repeat, clean)
-        convn = measure("tf2pt convert -> safetensors (layout kept, --no-hash-sources)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "n.safetensors"), "--quiet", "--no-hash-sources"], args.repeat, clean)
-        conv = measure("tf2pt convert -> safetensors (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.safetensors"), "--quiet"], args.repeat, clean)
-        convtn = measure("tf2pt convert -> safetensors (transposed, --no-hash-sources)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "t.safetensors"), "--quiet", "--no-hash-sources"], args.repeat, clean)
+        convi = measure("tf2pt convert -> safetensors (layout kept; default fingerprint)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "i.safetensors"), "--quiet"], args.repeat, clean)
+        convn = measure("tf2pt convert -> safetensors (layout kept, --hash-sources)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "n.safetensors"), "--quiet", "--hash-sources"], args.repeat, clean)
+        conv = measure("tf2pt convert -> safetensors (transposed; default fingerprint)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.safetensors"), "--quiet"], args.repeat, clean)
+        convtn = measure("tf2pt convert -> safetensors (transposed, --hash-sources)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "t.safetensors"), "--quiet", "--hash-sources"], args.repeat, clean)
         convp = measure("tf2pt convert -> .pth (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.pth"), "--quiet"], args.repeat, clean)
         results += [cp, sha, dump, convi, convn, conv, convtn, convp]
         tf = None

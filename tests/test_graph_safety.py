@@ -191,3 +191,31 @@ def test_the_closure_is_what_runs_and_io_elsewhere_is_noted():
         graphcheck.check_run(g, ["loop"], ["img:0"], "g.pb")
     notes = graphcheck.io_elsewhere(g, graphcheck.closure(g, ["z:0"], ["img:0"]))
     assert notes == ["the graph also holds I/O ops that verify does not run (ReadFile, TFRecordDataset)"]
+
+
+def test_a_tensorflow_failure_comes_back_whole(tf, tiny, tmp_path, cli_run):
+    """TF's exception type and message, not only the last line of its stderr."""
+    v1 = tf.compat.v1
+    graph, w = _graph(tf, "", tmp_path / "never")
+    with graph.as_default():
+        extra = v1.placeholder(tf.float32, [], name="needs_a_feed")
+        y = graph.get_tensor_by_name("logits:0")
+        tf.identity(y * extra, name="scaled")
+        saver = v1.train.Saver()
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            prefix = saver.save(sess, str(tmp_path / "model.ckpt"))
+    r = cli_run("verify", prefix, "-m", tiny, "--synthetic", "4", "4", "4", "--tf-output", "scaled:0")
+    assert r.returncode == 2, r.stdout + r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "the TensorFlow side failed: InvalidArgumentError:" in line and "needs_a_feed" in line, line
+
+
+def test_missing_dependencies_are_named_at_once_before_any_work(run_cli):
+    """Without TensorFlow (and nilearn, for the default volume), one line names what to install."""
+    from conftest import EXAMPLE
+
+    r = run_cli("verify", EXAMPLE, "-m", "highresnet", block=("tensorflow", "nilearn"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tensorflow-cpu, nilearn" in lines[0] and "pip install 'tf2pt[verify]'" in lines[0]

@@ -40,7 +40,7 @@ from ..errors import CheckpointNotFoundError, CorruptCheckpointError, Unsupporte
 from ._crc import crc32c, mask
 from ._proto import ProtoError, as_bytes, as_int, as_int64, iter_fields, packed_varints, read_varint, tensor_shape
 from ._sstable import TableError, read_table
-from .base import DEFAULT_CHUNK, Checkpoint, VariableInfo, np, prod
+from .base import DEFAULT_CHUNK, IndexedCheckpoint, VariableInfo, np, prod
 from .files import read_regular, regular_size
 from .roles import classify
 from .slices import parse_slice_key, slice_key
@@ -119,18 +119,10 @@ def _parse_header(value: bytes) -> Tuple[int, int, Tuple[int, int, List[int]]]:
 BUNDLE_VERSION = 1
 
 
-class BundleCheckpoint(Checkpoint):
+class BundleCheckpoint(IndexedCheckpoint):
     """A V2 tensor bundle (also the ``variables/`` of a SavedModel)."""
 
     kind = "bundle"
-    #: every tensor read is checked against the CRC32C the index records for it
-    crc_checked = True
-
-    @property
-    def fingerprint_files(self) -> List[Path]:
-        """The ``.index``: it holds every tensor's CRC32C (checked on read), so its sha256 and
-        those checks identify the data without a second pass over it."""
-        return self.files[:1]
 
     def __init__(self, path, prefix: str, kind: str = "bundle", notes=(), savedmodel_dir: Optional[str] = None):
         super().__init__(path)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import List
 
 import numpy as np
 
 from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, DependencyError, UnsupportedError
-from .base import Checkpoint, VariableInfo
+from .base import IndexedCheckpoint, VariableInfo
 from .bundle import OBJECT_GRAPH_KEY
 from .paths import resolve
 from .roles import classify
@@ -39,16 +38,8 @@ def _typed(tf, exc: Exception, path: str, what: str) -> CheckpointError:
     return CheckpointError(f"TensorFlow cannot read {what}: {first}", path=path)
 
 
-class TFCheckpoint(Checkpoint):
+class TFCheckpoint(IndexedCheckpoint):
     kind = "bundle"
-    #: every tensor read is checked against the CRC32C the index records for it
-    crc_checked = True
-
-    @property
-    def fingerprint_files(self) -> List[Path]:
-        """The ``.index``: it holds every tensor's CRC32C (checked on read), so its sha256 and
-        those checks identify the data without a second pass over it."""
-        return self.files[:1]
 
     def __init__(self, path):
         super().__init__(path)

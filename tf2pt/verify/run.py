@@ -288,7 +288,13 @@ def check_dependencies(*, tensorflow: bool, volume: Optional[str], synthetic, fi
             need.append(("nilearn", "nilearn"))
     if figure:
         need.append(("matplotlib", "matplotlib"))
-    missing = [package for module, package in need if importlib.util.find_spec(module) is None]
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [package for module, package in need if absent(module)]
     if missing:
         from ..errors import DependencyError
 
