@@ -30,6 +30,12 @@ def open_checkpoint(path, backend: str = "native") -> Checkpoint:
     if backend != "native":
         raise ValueError(f"unknown backend {backend!r}")
     spath = os.fspath(path)
+    from .paths import sniff
+
+    if sniff(spath) == "keras":
+        from .keras import KerasCheckpoint
+
+        return KerasCheckpoint(spath)
     if spath.endswith((".pb", ".pbtxt")) and os.path.isfile(spath) and os.path.basename(spath) not in (
             "saved_model.pb", "saved_model.pbtxt"):
         from .graphdef import GraphDefCheckpoint
