@@ -380,9 +380,10 @@ class KerasCheckpoint(Checkpoint):
                 listed.add(path)
                 readable = _INDEX_SUFFIX.sub("", wn)
                 owner, owner_name = entry, layer
-                first = readable.split("/", 1)[0]
-                if first in sub and first != layer:
-                    owner, owner_name = sub[first], f"{layer}/{first}"
+                parts = readable.split("/")
+                parts = parts[1:] if parts[0] == layer and len(parts) > 2 else parts
+                if parts[0] in sub and parts[0] != layer:
+                    owner, owner_name = sub[parts[0]], f"{layer}/{parts[0]}"
                 v = self._var(path, dset, path, readable, "inference", "model variable")
                 v.layer = owner_name
                 if owner is not None:
@@ -427,10 +428,10 @@ class KerasCheckpoint(Checkpoint):
                 members.sort(key=lambda m: (not m[0].isdigit(), int(m[0]) if m[0].isdigit() else 0, m[0]))
                 offsets = [_offset(d) for _, d in members]
                 first = min((o for o in offsets if o is not None), default=None)
-                readable_prefix = _keras3_readable(owner, groups)
+                readable_prefix = _keras3_readable(owner, groups, owners)
                 cfg_path = _longest_prefix(owner, owners)
                 entry = owners.get(cfg_path) if cfg_path is not None else None
-                snake = _owner_snake(owner, groups)
+                snake = _owner_snake(owner, groups, owners)
                 layer_cfg = entry.get("config") if isinstance(entry, dict) and isinstance(entry.get("config"), dict) else None
                 names = keras3_variable_names(snake, layer_cfg if cfg_path == owner or owner.endswith("/cell") else None,
                                               len(members)) if snake else None
@@ -563,9 +564,23 @@ def _keras3_role(owner: str) -> Tuple[str, str]:
     return "inference", "model variable"
 
 
-def _keras3_readable(owner: str, groups) -> Optional[str]:
-    """The layer path of a Keras 3 ``vars`` group's owner from the ``name`` attributes Keras
-    writes on each ``vars`` group (the model's own name left out)."""
+_CELLS = {"LSTM": "lstm_cell", "GRU": "gru_cell", "SimpleRNN": "simple_rnn_cell"}
+
+
+def _cell_name(owner: str, owners: Dict[str, dict]) -> Optional[str]:
+    """The cell's snake-case class for an RNN's ``cell`` attribute, from the RNN's class."""
+    parent = owner.rpartition("/")[0]
+    entry = owners.get(parent)
+    if isinstance(entry, dict) and entry.get("class_name") in _CELLS:
+        return _CELLS[entry["class_name"]]
+    snake = _COUNTER.sub("", parent.rsplit("/", 1)[-1]) if parent else ""
+    return f"{snake}_cell" if snake in ("lstm", "gru", "simple_rnn") else None
+
+
+def _keras3_readable(owner: str, groups, owners: Dict[str, dict]) -> Optional[str]:
+    """The layer path of a Keras 3 ``vars`` group's owner: the ``name`` attribute Keras 3.9+
+    writes on each ``vars`` group, else the name in config.json, else the group's own name (the
+    model's own name left out)."""
     if not owner:
         return None
     parts = owner.split("/")
@@ -576,21 +591,25 @@ def _keras3_readable(owner: str, groups) -> Optional[str]:
         prefix = "/".join(parts[: i + 1])
         vg = groups.get(f"{prefix}/vars")
         name = _attr_text(vg, "name") if vg is not None else None
+        if not name and prefix in owners:
+            name = _entry_name(owners[prefix])
+        if not name and parts[i] == "cell":
+            name = _cell_name(prefix, owners)
         names.append(name or parts[i])
     return "/".join(names) or None
 
 
-def _owner_snake(owner: str, groups) -> Optional[str]:
+def _owner_snake(owner: str, groups, owners: Dict[str, dict]) -> Optional[str]:
     if not owner:
         return None
+    entry = owners.get(owner)
+    if isinstance(entry, dict) and isinstance(entry.get("class_name"), str):
+        return snake_case(entry["class_name"])
     last = owner.rsplit("/", 1)[-1]
     if last == "cell":
         vg = groups.get(f"{owner}/vars")
         name = _attr_text(vg, "name") if vg is not None else None
-        if name:
-            return _COUNTER.sub("", name)
-        parent = _COUNTER.sub("", owner.rsplit("/", 2)[-2]) if owner.count("/") else ""
-        return f"{parent}_cell" if parent else None
+        return _COUNTER.sub("", name) if name else _cell_name(owner, owners)
     return _COUNTER.sub("", last)
 
 
@@ -622,8 +641,12 @@ def _keras3_config_paths(config, base: str = "") -> Dict[str, dict]:
             out.update(_keras3_config_paths(entry, f"{path}/"))
         for attr, key in (("forward_layer", "layer"), ("backward_layer", "backward_layer")):
             sub = cfg.get(key) or (cfg.get("layer") if attr == "backward_layer" else None)
-            if isinstance(sub, dict) and cls == "Bidirectional":
-                out[f"{path}/{attr}"] = sub
+            if isinstance(sub, dict) and cls == "Bidirectional" and isinstance(sub.get("config"), dict):
+                # Bidirectional renames its two copies forward_<name> and backward_<name>
+                side = attr.split("_")[0] + "_"
+                name = sub["config"].get("name") or ""
+                out[f"{path}/{attr}"] = dict(sub, config=dict(sub["config"], name=name if name.startswith(side)
+                                                             else side + name))
         if cls not in ("Bidirectional",) and isinstance(cfg.get("layer"), dict):  # TimeDistributed & co
             out[f"{path}/layer"] = cfg["layer"]
     return out
