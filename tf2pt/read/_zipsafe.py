@@ -20,8 +20,11 @@ from typing import Dict
 from ..errors import CorruptCheckpointError, UnsupportedError
 
 ZIP_MAGIC = b"PK\x03\x04"
-#: deflate cannot do better than about 1032:1; anything above is a bomb
-MAX_RATIO = 1100
+#: a deflated member may inflate at most this many times its packed size once it declares more
+#: than :data:`RATIO_FLOOR` bytes (Keras stores its members uncompressed; trained weights are
+#: noise and deflate barely shrinks them, while a bomb of zeros reaches deflate's ~1032:1)
+MAX_RATIO = 100
+RATIO_FLOOR = 16 << 20
 #: no single member of a Keras archive may declare more than this
 MAX_MEMBER = 1 << 40
 #: JSON members (config, metadata) are read into memory; they may not exceed this
@@ -77,7 +80,7 @@ class SafeZip:
                 raise CorruptCheckpointError(f"stored archive member {info.filename!r} declares {declared} bytes "
                                              f"but holds {packed}", path=self.path)
         elif info.compress_type == zipfile.ZIP_DEFLATED:
-            if declared > MAX_RATIO * max(packed, 1):
+            if declared > RATIO_FLOOR and declared > MAX_RATIO * max(packed, 1):
                 raise UnsupportedError(f"archive member {info.filename!r} would inflate {packed} bytes to {declared} "
                                        f"(more than {MAX_RATIO}:1, a decompression bomb)", path=self.path,
                                        hint="tf2pt does not inflate it")
