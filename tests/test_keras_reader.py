@@ -343,3 +343,63 @@ def test_h5_suffix_without_hdf5_signature(tmp_path, cli_run):
     path = tmp_path / "w.h5"
     path.write_bytes(b"not hdf5 at all" * 10)
     _refused(cli_run, path, "no HDF5 signature")
+
+
+# -- readable names in mappings ---------------------------------------------------------------
+
+
+def _plan(variables, rules, spec):
+    from tf2pt.mapping import Mapping, Source, Target
+    from tf2pt.plan import plan
+    from tf2pt.read import Checkpoint
+
+    ckpt = Checkpoint("mem")
+    ckpt.variables = {v.name: v for v in variables}
+    target = Target("t", "", lambda: None, rules, spec=lambda: spec)
+    mapping = Mapping("m", "", Source("s", "s"), [target])
+    return plan(ckpt, mapping, target)
+
+
+def _info(name, readable, shape=(3, 2), role="inference"):
+    from tf2pt.read import VariableInfo
+
+    return VariableInfo(name, "float32", shape, 4 * int(np.prod(shape)), role, "model variable", readable_name=readable)
+
+
+def test_rename_rules_match_the_readable_name():
+    from tf2pt.mapping import Rename
+
+    variables = [_info("layers/dense/vars/0", "head/dense_1/kernel"), _info("layers/dense/vars/1", "head/dense_1/bias", (2,))]
+    entries, report = _plan(variables, [Rename(r"head/dense_1/kernel", "fc.weight", "dense"),
+                                        Rename(r"head/dense_1/bias", "fc.bias")],
+                            {"fc.weight": ((2, 3), "float32"), "fc.bias": ((2,), "float32")})
+    assert report.problems == []
+    assert {e.key: e.source for e in entries} == {"fc.weight": "layers/dense/vars/0", "fc.bias": "layers/dense/vars/1"}
+    assert report.mapped[0]["readable"] == "head/dense_1/kernel"
+
+
+def test_stored_name_still_matches_and_wins_when_the_same_rule_matches_both():
+    from tf2pt.mapping import Rename
+
+    variables = [_info("model/kernel/.ATTRIBUTES/VARIABLE_VALUE", "dense/kernel")]
+    entries, report = _plan(variables, [Rename(r"model/(kernel)/\.ATTRIBUTES/VARIABLE_VALUE", r"fc.\1")],
+                            {"fc.kernel": ((3, 2), "float32")})
+    assert report.problems == [] and entries[0].key == "fc.kernel"
+
+
+def test_stored_and_readable_names_matching_different_rules_is_a_problem_naming_both():
+    from tf2pt.mapping import Rename
+
+    variables = [_info("dense/vars/0", "dense/kernel")]
+    _, report = _plan(variables, [Rename(r"dense/vars/0", "a"), Rename(r"dense/kernel", "b")],
+                      {"a": ((3, 2), "float32"), "b": ((3, 2), "float32")})
+    (problem, *rest) = report.problems
+    assert "'dense/vars/0' (readable name 'dense/kernel')" in problem
+    assert "by its stored name" in problem and "by its readable name" in problem
+
+
+def test_unmapped_variable_problem_names_both_names():
+    from tf2pt.mapping import Rename
+
+    _, report = _plan([_info("layers/conv2d/vars/0", "conv/kernel")], [Rename("nothing", "x")], {"x": ((1,), "float32")})
+    assert any("unmapped variable 'layers/conv2d/vars/0' (readable name 'conv/kernel')" in p for p in report.problems)

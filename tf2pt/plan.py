@@ -169,6 +169,13 @@ def model_kwargs_for(mapping: Mapping, checkpoint, overrides: Optional[Dict[str,
     return read
 
 
+def _label(name: str, readable: Optional[str]) -> str:
+    """A variable as problems name it: the stored key, and the readable name where it differs."""
+    if readable and readable != name:
+        return f"{name!r} (readable name {readable!r})"
+    return repr(name)
+
+
 def _shape(shape) -> List[int]:
     return [int(s) for s in shape]
 
@@ -191,52 +198,68 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
     inference = 0
     for name, info in checkpoint.variables.items():
         inference += info.role == "inference"
-        refused = [r for r in mapping.refuse if r.matches(name)]
+        readable = getattr(info, "readable_name", None)
+        readable = readable if readable and readable != name else None
+        label = _label(name, readable)
+        refused = [r for r in mapping.refuse if r.matches(name) or (readable is not None and r.matches(readable))]
         if refused:
-            problems.append(f"refused variable {name!r}: {refused[0].message}")
+            problems.append(f"refused variable {label}: {refused[0].message}")
             continue
-        ignore = next((r for r in mapping.ignore if r.matches(name, info.role)), None)
+        ignore = next((r for r in mapping.ignore
+                       if r.matches(name, info.role) or (readable is not None and r.matches(readable, info.role))), None)
         if ignore is not None:
             rule = f"{ignore.reason}: {info.role_reason}" if ignore.role and info.role_reason != ignore.reason else ignore.reason
-            report.ignored.append({"tf": name, "rule": rule})
+            report.ignored.append({"tf": name, **({"readable": readable} if readable else {}), "rule": rule})
             continue
-        hits = [(r, m) for r in target.rename for m in [r.match(name)] if m]
+        # rules match the stored name first, then the readable one (Keras, TF2 object graphs)
+        by_name = [(r, m) for r in target.rename for m in [r.match(name)] if m]
+        by_readable = [(r, m) for r in target.rename for m in [r.match(readable)] if m] if readable is not None else []
+        if by_name and by_readable and {id(r) for r, _ in by_name} != {id(r) for r, _ in by_readable}:
+            problems.append(
+                f"variable {label} matches rename rule(s) " + ", ".join(repr(r.pattern) for r, _ in by_name)
+                + " by its stored name and " + ", ".join(repr(r.pattern) for r, _ in by_readable)
+                + " by its readable name: make the rules tell them apart")
+            continue
+        hits = by_name or by_readable
         if not hits:
             problems.append(
-                f"unmapped variable {name!r} {_shape(info.shape)} {info.dtype}: no rename or ignore rule matches it"
+                f"unmapped variable {label} {_shape(info.shape)} {info.dtype}: no rename or ignore rule matches it"
             )
             continue
         if len(hits) > 1:
-            problems.append(f"variable {name!r} matches {len(hits)} rename rules: " + ", ".join(repr(r.pattern) for r, _ in hits))
+            problems.append(f"variable {label} matches {len(hits)} rename rules: " + ", ".join(repr(r.pattern) for r, _ in hits))
             continue
         rule, match = hits[0]
         key = rule.key_for(match)
         transform = get_transform(rule.transform)
         claimed.add(key)
         if key in sources:
-            problems.append(f"target key {key!r} would be filled twice: from {sources[key][0]!r} and from {name!r}")
+            first = sources[key][0]
+            problems.append(f"target key {key!r} would be filled twice: from "
+                            f"{_label(first, getattr(checkpoint.variables[first], 'readable_name', None))} and from {label}")
             continue
         if key not in expected:
-            problems.append(f"variable {name!r} maps to {key!r}, which the {target.name!r} model does not have")
+            problems.append(f"variable {label} maps to {key!r}, which the {target.name!r} model does not have")
             continue
         want_shape, want_dtype = expected[key]
         try:
             got_shape = transform.out_shape(info.shape)
         except ValueError as exc:
-            problems.append(f"variable {name!r} -> {key!r}: {exc}")
+            problems.append(f"variable {label} -> {key!r}: {exc}")
             continue
         if got_shape != want_shape:
             problems.append(
-                f"shape mismatch for {key!r}: TF {name!r} {_shape(info.shape)} -> {transform.name} -> "
+                f"shape mismatch for {key!r}: TF {label} {_shape(info.shape)} -> {transform.name} -> "
                 f"{_shape(got_shape)}, model expects {_shape(want_shape)}"
             )
             continue
         if info.dtype == "string" or not _castable(info.dtype, want_dtype):
-            problems.append(f"dtype mismatch for {key!r}: TF {name!r} is {info.dtype}, model expects {want_dtype}")
+            problems.append(f"dtype mismatch for {key!r}: TF {label} is {info.dtype}, model expects {want_dtype}")
             continue
         sources[key] = (name, transform)
         report.mapped.append(
-            {"tf": name, "key": key, "transform": transform.name, "tf_shape": _shape(info.shape),
+            {"tf": name, **({"readable": readable} if readable else {}), "key": key, "transform": transform.name,
+             "tf_shape": _shape(info.shape),
              "shape": _shape(want_shape), "tf_dtype": info.dtype, "dtype": want_dtype}
         )
 
