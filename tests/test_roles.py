@@ -42,7 +42,19 @@ CASES = [
     ("model/layer_with_weights-0/bias/.OPTIMIZER_SLOT/optimizer/v/.ATTRIBUTES/VARIABLE_VALUE", "training"),
     ("model/bn/moving_mean/.ATTRIBUTES/VARIABLE_VALUE", "inference"),
     ("_CHECKPOINTABLE_OBJECT_GRAPH", "training"),
+    # TF 2.x canned Estimators (Keras optimizers under training/<Optimizer>/)
+    ("training/Adagrad/dnn/hiddenlayer_0/kernel/accumulator", "training"),
+    ("training/Ftrl/linear/linear_model/age/weights/accumulator", "training"),
+    ("training/Ftrl/linear/linear_model/age/weights/linear", "training"),
+    ("training/Adagrad/learning_rate", "training"),
+    ("training/Ftrl/learning_rate_power", "training"),
+    ("training/Adagrad/iter", "training"),
+    ("training/Adam_1/dnn/logits/bias/m", "training"),
+    ("dnn/hiddenlayer_0/kernel", "inference"),
+    ("linear/linear_model/age/weights", "inference"),
     # names that merely look alike stay inference
+    ("training/dropout_rate", "inference"),
+    ("model/training/Adagrad_like/w", "inference"),
     ("adam_block/conv/w", "inference"),
     ("model/biased_layer/w", "inference"),
     ("global_step_embedding/w", "inference"),
@@ -63,6 +75,18 @@ def test_every_rule_is_exercised_by_the_table():
     reasons = {classify(name)[1] for name, role in CASES if role == "training"}
     for pattern, reason in RULES:
         assert any(r == reason or ("{" in reason and r.startswith(reason.split("{")[0])) for r in reasons), pattern
+
+
+def test_estimator_optimizer_state_names_the_optimizer():
+    assert classify("training/Ftrl/linear/linear_model/x/weights/accumulator") == ("training", "optimizer state (training/Ftrl)")
+
+
+def test_recorded_roles_come_before_the_name_rules():
+    """What the graph records (trainable_variables / model_variables) beats a name that looks
+    like an optimizer slot."""
+    assert classify("encoder/w/Adam", recorded="trainable") == ("inference", "trainable variable (recorded in the graph)")
+    assert classify("bn/moving_mean/ExponentialMovingAverage", recorded="model")[0] == "inference"
+    assert classify("encoder/w/Adam") == ("training", "optimizer slot (Adam)")
 
 
 def test_reasons_name_the_rule():

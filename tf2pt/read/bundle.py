@@ -283,9 +283,11 @@ class BundleCheckpoint(Checkpoint):
                     raise self._corrupt(f"partitioned variable {name!r} has overlapping slices")
 
     def _describe(self) -> Dict[str, VariableInfo]:
-        from .objgraph import decode
+        from .metagraph import recorded_roles
+        from .objgraph import decode, keys_by_node
 
         graph = {}
+        nodes: Dict[int, List[str]] = {}
         og = self._entries.get(OBJECT_GRAPH_KEY)
         if og is not None and (og.dtype != 7 or og.shape != () or og.slices):
             self.notes.append(f"{OBJECT_GRAPH_KEY} is not a scalar string; readable names are not available")
@@ -293,13 +295,20 @@ class BundleCheckpoint(Checkpoint):
             try:  # read without numpy: the listing does not need it
                 (data,) = self._string_list(repr(OBJECT_GRAPH_KEY), og, self._bytes(og), 1)
                 graph = decode(data)
+                nodes = keys_by_node(data) if self.savedmodel_dir else {}
             except ProtoError as exc:
                 raise self._corrupt(f"the object graph ({OBJECT_GRAPH_KEY}) is malformed ({exc})") from None
+        # what the graph itself records (.meta collections, SavedVariable.trainable) before names
+        recorded, recorded_from = recorded_roles(self.prefix, self.savedmodel_dir, nodes)
+        if recorded_from:
+            self.notes.append(f"roles: {len(recorded)} variable{'s' if len(recorded) != 1 else ''} recorded as "
+                              f"trainable or model variables in {recorded_from}; the rest by name")
         out: Dict[str, VariableInfo] = {}
         for name in sorted(self._entries):
             e = self._entries[name]
             g = graph.get(name)
-            role, reason = classify(name, slot_of=g.slot_of if g else None, owner=g.owner if g else None)
+            role, reason = classify(name, slot_of=g.slot_of if g else None, owner=g.owner if g else None,
+                                    recorded=recorded.get(name))
             if name == OBJECT_GRAPH_KEY:
                 role, reason = "training", "object graph"
             size = sum(self._slices[slice_key(name, x)].size for x in e.slices) if e.slices else e.size
