@@ -300,10 +300,8 @@ class BundleCheckpoint(Checkpoint):
                 raise self._corrupt(f"the object graph ({OBJECT_GRAPH_KEY}) is malformed ({exc})") from None
         # what the graph itself records (.meta collections, SavedVariable.trainable) before names
         recorded, recorded_from = recorded_roles(self.prefix, self.savedmodel_dir, nodes)
-        if recorded_from:
-            self.notes.append(f"roles: {len(recorded)} variable{'s' if len(recorded) != 1 else ''} recorded as "
-                              f"trainable or model variables in {recorded_from}; the rest by name")
         out: Dict[str, VariableInfo] = {}
+        overridden = 0
         for name in sorted(self._entries):
             e = self._entries[name]
             g = graph.get(name)
@@ -311,12 +309,18 @@ class BundleCheckpoint(Checkpoint):
                                     recorded=recorded.get(name))
             if name == OBJECT_GRAPH_KEY:
                 role, reason = "training", "object graph"
+            elif recorded.get(name) and "recorded in the graph" in reason:
+                overridden += 1
             size = sum(self._slices[slice_key(name, x)].size for x in e.slices) if e.slices else e.size
             out[name] = VariableInfo(
                 name=name, dtype=dtypes.name(e.dtype), shape=tuple(e.shape), nbytes=size, role=role, role_reason=reason,
                 readable_name=g.readable_name if g else None, slot_of=g.slot_of if g else None,
                 slot_name=g.slot_name if g else None, partitions=len(e.slices), shard=e.shard,
             )
+        if overridden:
+            self.notes.append(f"{overridden} variable{'s' if overridden != 1 else ''} named like training state "
+                              f"{'are' if overridden != 1 else 'is'} recorded as model variables in {recorded_from}: "
+                              "listed as inference")
         return out
 
     # -- data -------------------------------------------------------------------------------------

@@ -51,10 +51,11 @@ def classify(name: str, *, slot_of: Optional[str] = None, owner: Optional[str] =
     says so; ``recorded``: what the file's own metadata says, ``"trainable"`` or ``"model"``
     (a ``.meta``'s or SavedModel's ``trainable_variables`` / ``model_variables`` collection, a
     SavedModel's ``SavedVariable.trainable``), which comes before any name rule."""
-    if recorded == "trainable":
-        return INFERENCE, "trainable variable (recorded in the graph)"
-    if recorded == "model":
-        return INFERENCE, "model variable (recorded in the graph)"
+    if recorded in ("trainable", "model"):
+        by_name = classify(name, slot_of=slot_of, owner=owner)
+        if by_name[0] == INFERENCE:
+            return by_name
+        return INFERENCE, f"{recorded} variable recorded in the graph (named like: {by_name[1]})"
     if slot_of is not None:
         return TRAINING, "optimizer slot"
     if owner == "optimizer":
