@@ -403,3 +403,23 @@ def test_unmapped_variable_problem_names_both_names():
 
     _, report = _plan([_info("layers/conv2d/vars/0", "conv/kernel")], [Rename("nothing", "x")], {"x": ((1,), "float32")})
     assert any("unmapped variable 'layers/conv2d/vars/0' (readable name 'conv/kernel')" in p for p in report.problems)
+
+
+def test_hard_link_cycles_are_walked_once(tmp_path):
+    """Two hard links from a group back to the root: each object is visited once."""
+    h5py = pytest.importorskip("h5py")
+    from tf2pt.read import open_checkpoint
+
+    path = _weights_h5(tmp_path)
+    with h5py.File(path, "a") as f:
+        f["dense/up1"] = f
+        f["dense/up2"] = f
+    with open_checkpoint(path) as ckpt:
+        assert list(ckpt.variables) == ["dense/dense/kernel:0"]
+
+
+def test_sharded_index_naming_a_file_elsewhere_is_refused(tmp_path, cli_run):
+    _weights_h5(tmp_path)
+    index = tmp_path / "model.weights.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {"/layers/dense/vars": ["../w.h5"]}}))
+    _refused(cli_run, index, "'../w.h5'", "not a file next to the index")

@@ -168,6 +168,7 @@ def scan(f, label: str, file_size: int, on_group: Optional[Callable[[str, object
             else:  # a committed datatype: harmless, not ours
                 continue
 
+    seen.add(hash(f.id))
     walk(f, "", 0)
     return datasets
 
