@@ -423,3 +423,4 @@ def test_sharded_index_naming_a_file_elsewhere_is_refused(tmp_path, cli_run):
     index = tmp_path / "model.weights.json"
     index.write_text(json.dumps({"metadata": {}, "weight_map": {"/layers/dense/vars": ["../w.h5"]}}))
     _refused(cli_run, index, "'../w.h5'", "not a file next to the index")
+

@@ -155,19 +155,36 @@ def _text(value) -> str:
     return str(value)
 
 
+#: no attribute tf2pt reads (names, JSON configs) may declare more than this
+MAX_ATTR_BYTES = 256 << 20
+
+
+def _bounded_attr(obj, name: str, label: str):
+    """An attribute's value, after checking that its declared size is sane: h5py allocates
+    the declared shape before HDF5 reads a byte."""
+    aid = obj.attrs.get_id(name)
+    n = 1
+    for d in aid.shape or ():
+        n *= int(d)
+    if n * max(int(aid.dtype.itemsize), 1) > MAX_ATTR_BYTES:
+        raise CorruptCheckpointError(f"attribute {name!r} declares {n} elements", path=label,
+                                     hint="the file is damaged or crafted")
+    return obj.attrs[name]
+
+
 def _attr_list(group, name: str, label: str) -> Optional[List[str]]:
     """A list-valued attribute, also in Keras' chunked form ``name0``, ``name1``, ..."""
     attrs = group.attrs
     try:
         if name in attrs:
-            values = attrs[name]
+            values = _bounded_attr(group, name, label)
         elif f"{name}0" in attrs:
             values = []
             i = 0
             while f"{name}{i}" in attrs:
                 if i >= MAX_ATTR_CHUNKS:
                     raise CorruptCheckpointError(f"attribute {name!r} has more than {MAX_ATTR_CHUNKS} chunks", path=label)
-                values.extend(list(np.asarray(attrs[f"{name}{i}"]).reshape(-1)))
+                values.extend(list(np.asarray(_bounded_attr(group, f"{name}{i}", label)).reshape(-1)))
                 i += 1
         else:
             return None
@@ -181,12 +198,12 @@ def _attr_list(group, name: str, label: str) -> Optional[List[str]]:
     return [_text(v) for v in arr.reshape(-1)]
 
 
-def _attr_text(obj, name: str) -> Optional[str]:
+def _attr_text(obj, name: str, label: str = "") -> Optional[str]:
     try:
         if name not in obj.attrs:
             return None
-        v = obj.attrs[name]
-    except (OSError, RuntimeError, TypeError, ValueError):
+        v = _bounded_attr(obj, name, label)
+    except (OSError, RuntimeError, TypeError, ValueError, KeyError):
         return None
     if isinstance(v, np.ndarray) and v.shape == ():
         v = v[()]
