@@ -424,3 +424,18 @@ def test_sharded_index_naming_a_file_elsewhere_is_refused(tmp_path, cli_run):
     index.write_text(json.dumps({"metadata": {}, "weight_map": {"/layers/dense/vars": ["../w.h5"]}}))
     _refused(cli_run, index, "'../w.h5'", "not a file next to the index")
 
+
+
+def test_onnx_with_a_graph_larger_than_the_sniffed_head_is_named(tmp_path, cli_run):
+    graph = b"\x0a\x00" * 70_000  # 140 kB of empty nodes
+    length = len(graph)
+    varint = bytearray()
+    while True:
+        b = length & 0x7F
+        length >>= 7
+        varint.append(b | (0x80 if length else 0))
+        if not length:
+            break
+    path = tmp_path / "exported"
+    path.write_bytes(b"\x08\x07" + b"\x12\x07pytorch" + b"\x3a" + bytes(varint) + graph + b"\x42\x02\x10\x11")
+    _refused(cli_run, path, "ONNX")

@@ -141,17 +141,30 @@ def _looks_like_onnx(head: bytes) -> bool:
     """An ONNX ``ModelProto`` starts with ``ir_version`` (field 1, a varint) and carries
     ``producer_name`` (2), ``graph`` (7) or ``opset_import`` (8); a GraphDef starts with a node
     (field 1, length-delimited), a SavedModel with field 1 as a number too but names no graph."""
-    from ._proto import ProtoError, iter_fields
+    from ._proto import ProtoError, read_varint
 
     if not head or head[0] != 0x08:
         return False
     seen = set()
-    try:
-        for number, wire, _ in iter_fields(head):
+    pos, end = 0, len(head)
+    try:  # the head is a prefix: a field running past its end is recorded, then the scan stops
+        while pos < end:
+            key, pos = read_varint(head, pos, end)
+            number, wire = key >> 3, key & 7
             seen.add((number, wire))
+            if wire == 0:
+                _, pos = read_varint(head, pos, end)
+            elif wire == 2:
+                length, pos = read_varint(head, pos, end)
+                pos += length
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                break
     except ProtoError:
-        pass  # the head is a prefix: a field cut at its end is expected
-    return (1, 0) in seen and ((7, 2) in seen or (8, 2) in seen or (2, 2) in seen and (3, 2) in seen)
+        pass
+    ir_version = head[1] if len(head) > 1 else 0
+    return 1 <= ir_version <= 32 and (1, 0) in seen and ((7, 2) in seen or (8, 2) in seen)
 
 
 def sniff(path: str) -> Optional[str]:
@@ -182,8 +195,9 @@ def sniff(path: str) -> Optional[str]:
         raise UnsupportedError("a TensorFlow Lite model (TFL3 flatbuffer), not a checkpoint", path=path,
                                hint="convert from the TF checkpoint, SavedModel or Keras file it was made from; "
                                     "TFLite weights are often quantized and fused")
-    if lower.endswith(".onnx") or (not lower.endswith(".pb") and _looks_like_onnx(head)) or (
-            lower.endswith(".pb") and base != "saved_model.pb" and _looks_like_onnx(head)):
+    # by content only where the path is no part of a bundle (a data shard is arbitrary bytes)
+    bundle_part = lower.endswith((".index", ".meta")) or _DATA_SUFFIX.search(path) or os.path.isfile(path + ".index")
+    if lower.endswith(".onnx") or (not bundle_part and base != "saved_model.pb" and _looks_like_onnx(head)):
         raise UnsupportedError("an ONNX model (ModelProto), not a TensorFlow checkpoint", path=path,
                                hint="load it with onnx and torch.onnx / onnx2torch, or convert from the TF "
                                     "checkpoint or SavedModel it was exported from")
