@@ -439,3 +439,17 @@ def test_onnx_with_a_graph_larger_than_the_sniffed_head_is_named(tmp_path, cli_r
     path = tmp_path / "exported"
     path.write_bytes(b"\x08\x07" + b"\x12\x07pytorch" + b"\x3a" + bytes(varint) + graph + b"\x42\x02\x10\x11")
     _refused(cli_run, path, "ONNX")
+
+
+def test_real_tflite_model_is_named(tmp_path, cli_run, tf):
+    module = tf.Module()
+    module.w = tf.Variable(np.ones((3, 3), np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 3], tf.float32)])
+    def f(x):
+        return tf.matmul(x, module.w)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], module)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(converter.convert())
+    _refused(cli_run, path, "TensorFlow Lite", "TFL3")
