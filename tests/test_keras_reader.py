@@ -5,8 +5,6 @@ reader's refusals of hostile files; the neighbours tf2pt names and refuses."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import zipfile
 
 import numpy as np
@@ -453,3 +451,24 @@ def test_real_tflite_model_is_named(tmp_path, cli_run, tf):
     path = tmp_path / "model.tflite"
     path.write_bytes(converter.convert())
     _refused(cli_run, path, "TensorFlow Lite", "TFL3")
+
+
+def test_custom_layer_is_read_but_never_imported(tmp_path, cli_run, tf):
+    keras = pytest.importorskip("keras")
+
+    @keras.saving.register_keras_serializable(package="stranger")
+    class Scale(keras.layers.Layer):
+        def build(self, shape):
+            self.s = self.add_weight(shape=(shape[-1],), initializer="ones", name="s")
+
+        def call(self, x):
+            return x * self.s
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), Scale()])
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    r = cli_run("inspect", path, "--all", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert any("custom classes (stranger>Scale)" in n and "never run" in n for n in doc["notes"])
+    assert [v["shape"] for v in doc["variables"]] == [[3, 2], [2], [2]]

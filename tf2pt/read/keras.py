@@ -115,7 +115,8 @@ def find_lambda(node: Any, where: str = "") -> Optional[str]:
         if isinstance(node, dict):
             cls = node.get("class_name")
             if cls in ("Lambda", "__lambda__"):
-                name = node.get("name") or (node.get("config") or {}).get("name") if isinstance(node.get("config"), dict) else None
+                cfg = node.get("config") if isinstance(node.get("config"), dict) else {}
+                name = node.get("name") or cfg.get("name")
                 return f"a {cls} {'layer ' + repr(name) if name else 'object'}" + (f" in {where}" if where else "")
             if node.get("function_type") == "lambda" or "__lambda__" in node:
                 return "a serialized Python function" + (f" in {where}" if where else "")
@@ -125,6 +126,20 @@ def find_lambda(node: Any, where: str = "") -> Optional[str]:
         elif isinstance(node, list):
             stack.extend((v, where) for v in node if isinstance(v, (dict, list)))
     return None
+
+
+def _custom_layers(config) -> List[str]:
+    """The registered names of layers Keras 3 would import from outside Keras (``pkg>Class``)."""
+    out: List[str] = []
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        for entry in _layer_entries(node):
+            reg = entry.get("registered_name")
+            if isinstance(reg, str) and ">" in reg:
+                out.append(reg)
+            stack.append(entry)
+    return out
 
 
 def _parse_json(raw, label: str, what: str):
@@ -290,7 +305,7 @@ class KerasCheckpoint(Checkpoint):
             self.kind = "keras_weights_h5"
             self._read_keras2(f, label, datasets, groups, "")
         elif "layers" in groups or "vars" in groups or "optimizer" in groups:
-            self.kind = self.kind if self.kind != "keras" else "keras3_weights_h5"
+            self.kind = "keras3_weights_h5"
             self._read_keras3([(label, datasets, groups)], config)
         else:
             raise UnsupportedError("an HDF5 file that is not a Keras weight file (no model_weights, layer_names or "
@@ -306,6 +321,11 @@ class KerasCheckpoint(Checkpoint):
             config = _parse_json(z.read_small("config.json"), path, "config.json")
             _refuse_code(config, path, "config.json")
             self.model_config = config if isinstance(config, dict) else None
+            custom = _custom_layers(config)
+            if custom:
+                self.notes.append(f"{len(custom)} layer{'s' if len(custom) != 1 else ''} of custom classes "
+                                  f"({', '.join(sorted(set(custom))[:3])}): their code is not in the file and is never "
+                                  "run; tf2pt reads their weights only")
         if z.has("metadata.json"):
             meta = _parse_json(z.read_small("metadata.json"), path, "metadata.json")
             if isinstance(meta, dict) and meta.get("keras_version"):
@@ -464,8 +484,6 @@ class KerasCheckpoint(Checkpoint):
                     if entry is not None:
                         v.layer_class = entry.get("class_name")
                         v.layer_config = _trimmed(entry.get("config"))
-                    elif snake and role == "inference":
-                        v.layer_class = None
                     collected.append(((si, head), v))
                 group_first[(si, head)] = first
         # Keras writes a model's layers in order, but a layer's attributes alphabetically
