@@ -472,3 +472,15 @@ def test_custom_layer_is_read_but_never_imported(tmp_path, cli_run, tf):
     doc = json.loads(r.stdout)
     assert any("custom classes (stranger>Scale)" in n and "never run" in n for n in doc["notes"])
     assert [v["shape"] for v in doc["variables"]] == [[3, 2], [2], [2]]
+
+
+def test_keras3_h5_optimizer_slots_name_their_variable(keras_files):
+    from tf2pt.read import open_checkpoint
+
+    path, weights, _ = keras_files(("3", "cnn", "h5"))
+    with open_checkpoint(path) as ckpt:
+        slots = {v.slot_of: v.slot_name for v in ckpt.variables.values() if v.slot_of}
+    model_names = {n for n, _ in weights}
+    assert slots and set(slots) <= model_names
+    kernels = [n for n in model_names if n.endswith("/kernel")]
+    assert len(kernels) == 3 and all(slots.get(k) in ("momentum", "velocity") for k in kernels)

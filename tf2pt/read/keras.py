@@ -576,6 +576,14 @@ def _keras2_slot(readable: str, model_names) -> Tuple[Optional[str], Optional[st
     for start in (1, 2):
         if len(parts) > start + 1 and "/".join(parts[start:-1]) in model_names:
             return "/".join(parts[start:-1]), parts[-1]
+    if len(parts) == 2:  # Keras 3: adam/<variable path with / as _>_<slot> (adam/head_dense_kernel_momentum)
+        flat = {n.replace("/", "_"): n for n in model_names}
+        head, sep, slot = parts[1].rpartition("_")
+        while sep:
+            if head in flat:
+                return flat[head], slot
+            head, sep, rest = head.rpartition("_")
+            slot = f"{rest}_{slot}"
     return None, None
 
 
