@@ -224,7 +224,7 @@ def test_keras_zip_with_traversal_member_is_refused(tmp_path, cli_run):
     _refused(cli_run, path, "outside the archive")
 
 
-def test_zip_bomb_is_refused_within_bounded_memory(tmp_path):
+def test_zip_bomb_is_refused_within_bounded_memory(tmp_path, cli_run):
     """A member declaring 256 MiB of zeros packed into ~250 KiB is refused before it is inflated."""
     import tracemalloc
 
@@ -247,6 +247,7 @@ def test_zip_bomb_is_refused_within_bounded_memory(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20
+    _refused(cli_run, path, "decompression bomb")
 
 
 def test_zip_member_lying_about_its_size_is_caught(tmp_path, cli_run):
