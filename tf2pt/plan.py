@@ -172,6 +172,13 @@ def model_kwargs_for(mapping: Mapping, checkpoint, overrides: Optional[Dict[str,
     return read
 
 
+def _label(name: str, readable: Optional[str]) -> str:
+    """A variable as problems name it: the stored key, and the readable name where it differs."""
+    if readable and readable != name:
+        return f"{name!r} (readable name {readable!r})"
+    return repr(name)
+
+
 def _shape(shape) -> List[int]:
     return [int(s) for s in shape]
 
@@ -194,28 +201,42 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
     inference = 0
     for name, info in checkpoint.variables.items():
         inference += info.role == "inference"
-        refused = [r for r in mapping.refuse if r.matches(name)]
+        readable = getattr(info, "readable_name", None)
+        readable = readable if readable and readable != name else None
+        label = _label(name, readable)
+        refused = [r for r in mapping.refuse if r.matches(name) or (readable is not None and r.matches(readable))]
         if refused:
-            problems.append(f"refused variable {name!r}: {refused[0].message}")
+            problems.append(f"refused variable {label}: {refused[0].message}")
             continue
-        ignore = next((r for r in mapping.ignore if r.matches(name, info.role)), None)
+        ignore = next((r for r in mapping.ignore
+                       if r.matches(name, info.role) or (readable is not None and r.matches(readable, info.role))), None)
         if ignore is not None:
             rule = f"{ignore.reason}: {info.role_reason}" if ignore.role and info.role_reason != ignore.reason else ignore.reason
-            report.ignored.append({"tf": name, "rule": rule})
+            report.ignored.append({"tf": name, **({"readable": readable} if readable else {}), "rule": rule})
             continue
-        hits = [(r, m) for r in target.rename for m in [r.match(name)] if m]
+        # rules match the stored name first, then the readable one (Keras, TF2 object graphs)
+        by_name = [(r, m) for r in target.rename for m in [r.match(name)] if m]
+        by_readable = [(r, m) for r in target.rename for m in [r.match(readable)] if m] if readable is not None else []
+        if by_name and by_readable and {id(r) for r, _ in by_name} != {id(r) for r, _ in by_readable}:
+            problems.append(
+                f"variable {label} matches rename rule(s) " + ", ".join(repr(r.pattern) for r, _ in by_name)
+                + " by its stored name and " + ", ".join(repr(r.pattern) for r, _ in by_readable)
+                + " by its readable name: make the rules tell them apart")
+            continue
+        hits = by_name or by_readable
         if not hits:
             problems.append(
-                f"unmapped variable {name!r} {_shape(info.shape)} {info.dtype}: no rename or ignore rule matches it"
+                f"unmapped variable {label} {_shape(info.shape)} {info.dtype}: no rename or ignore rule matches it"
             )
             continue
         transforms = [get_transform(r.transform) for r, _ in hits]
-        problem = _parts_problem(name, hits, transforms)
+        problem = _parts_problem(label, hits, transforms)
         if problem:
             problems.append(problem)
             continue
         for (rule, match), transform in zip(hits, transforms):
-            _rename(name, info, rule.key_for(match), transform, target, expected, sources, claimed, problems, report)
+            _rename(name, readable, info, rule.key_for(match), transform, target, expected, sources, claimed, problems,
+                    report, checkpoint)
 
     entries: List[Entry] = []
     for key, (shape, dtype) in expected.items():
@@ -232,8 +253,8 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
             problems.append(f"target key {key!r} {_shape(shape)} is not filled: no TF variable maps to it and no fill rule matches")
 
     matched = len(report.mapped)
-    if inference and matched < 0.2 * inference:
-        kind = mapping.description.split(" -> ")[0]
+    if inference >= 5 and matched < 0.2 * inference:  # nearly nothing matches: say first what that means
+        kind = mapping.description.split(" -> ")[0].strip() or f"model of mapping {mapping.name!r}"
         problems.insert(0, f"{matched} of {inference} inference variables match mapping {mapping.name!r}: this "
                            f"checkpoint is probably not a {kind} (run `tf2pt inspect` to see what it holds)")
     if mapping.source.variables is not None and inference != mapping.source.variables:
@@ -243,55 +264,59 @@ def plan(checkpoint, mapping: Mapping, target: Target, model_kwargs: Optional[Di
     return entries, report
 
 
-def _parts_problem(name: str, hits, transforms) -> Optional[str]:
-    """Why the rename rules ``hits`` cannot all take variable ``name`` (``None``: they can).
+def _parts_problem(label: str, hits, transforms) -> Optional[str]:
+    """Why the rename rules ``hits`` cannot all take the variable ``label`` names (``None``: they can).
     One rule may; several only when each takes a different part of the variable (see
     :mod:`tf2pt.transforms`) and together they take all of its parts."""
     if len(hits) == 1 and transforms[0].part is None:
         return None
     parts = [t.part for t in transforms]
     if None in parts:
-        return f"variable {name!r} matches {len(hits)} rename rules: " + ", ".join(repr(r.pattern) for r, _ in hits)
+        return f"variable {label} matches {len(hits)} rename rules: " + ", ".join(repr(r.pattern) for r, _ in hits)
     rules = ", ".join(f"{r.pattern!r} ({t.name})" for (r, _), t in zip(hits, transforms))
     groups = {t.parts for t in transforms}
     whole = transforms[0].parts
     if len(groups) > 1 or len(set(parts)) != len(parts):
-        return f"variable {name!r}: its rename rules take overlapping or unrelated parts of it: {rules}"
+        return f"variable {label}: its rename rules take overlapping or unrelated parts of it: {rules}"
     missing = [p for p in whole if p not in parts]
     if missing:
-        return (f"variable {name!r}: its rename rules take only part(s) {', '.join(parts)} of it; no rule takes part(s) "
+        return (f"variable {label}: its rename rules take only part(s) {', '.join(parts)} of it; no rule takes part(s) "
                 f"{', '.join(missing)}: {rules}")
     return None
 
 
-def _rename(name, info, key, transform, target, expected, sources, claimed, problems, report) -> None:
+def _rename(name, readable, info, key, transform, target, expected, sources, claimed, problems, report,
+            checkpoint) -> None:
     """One variable (or one part of it) -> ``key``: checked, and recorded in ``sources``."""
+    label = _label(name, readable)
     claimed.add(key)
     if key in sources:
-        problems.append(f"target key {key!r} would be filled twice: from {sources[key][0]!r} and from {name!r}")
+        first = sources[key][0]
+        problems.append(f"target key {key!r} would be filled twice: from "
+                        f"{_label(first, getattr(checkpoint.variables[first], 'readable_name', None))} and from {label}")
         return
     if key not in expected:
-        problems.append(f"variable {name!r} maps to {key!r}, which the {target.name!r} model does not have")
+        problems.append(f"variable {label} maps to {key!r}, which the {target.name!r} model does not have")
         return
     want_shape, want_dtype = expected[key]
     try:
         got_shape = transform.out_shape(info.shape)
     except ValueError as exc:
-        problems.append(f"variable {name!r} -> {key!r}: {exc}")
+        problems.append(f"variable {label} -> {key!r}: {exc}")
         return
     if got_shape != want_shape:
         problems.append(
-            f"shape mismatch for {key!r}: TF {name!r} {_shape(info.shape)} -> {transform.name} -> "
+            f"shape mismatch for {key!r}: TF {label} {_shape(info.shape)} -> {transform.name} -> "
             f"{_shape(got_shape)}, model expects {_shape(want_shape)}"
         )
         return
     if info.dtype == "string" or not _castable(info.dtype, want_dtype):
-        problems.append(f"dtype mismatch for {key!r}: TF {name!r} is {info.dtype}, model expects {want_dtype}")
+        problems.append(f"dtype mismatch for {key!r}: TF {label} is {info.dtype}, model expects {want_dtype}")
         return
     sources[key] = (name, transform)
     report.mapped.append(
-        {"tf": name, "key": key, "transform": transform.name, "tf_shape": _shape(info.shape),
-         "shape": _shape(want_shape), "tf_dtype": info.dtype, "dtype": want_dtype}
+        {"tf": name, **({"readable": readable} if readable else {}), "key": key, "transform": transform.name,
+         "tf_shape": _shape(info.shape), "shape": _shape(want_shape), "tf_dtype": info.dtype, "dtype": want_dtype}
     )
 
 

@@ -92,6 +92,9 @@ def rows(checkpoint: Checkpoint, shown: List[VariableInfo], with_stats: bool = F
             row["slot_name"] = v.slot_name
         if v.partitions:
             row["partitions"] = v.partitions
+        for extra in ("layer", "layer_class", "layer_config", "order"):
+            if getattr(v, extra, None) is not None:
+                row[extra] = getattr(v, extra)
         if with_stats:
             row.update(stats(checkpoint, v))
         out.append(row)

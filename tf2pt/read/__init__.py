@@ -6,6 +6,9 @@
   for partitioned variables and the wire formats :mod:`._sstable`, :mod:`._proto`, :mod:`._crc`;
 * :mod:`.objgraph` -- TF2 object graphs (readable names, optimizer slots);
 * :mod:`.graphdef` -- frozen GraphDefs (constants are the variables);
+* :mod:`.keras` -- Keras weight files (``.h5``, ``.weights.h5``, ``.keras``, ``.weights.json``)
+  through h5py, guarded by :mod:`._h5safe` and :mod:`._zipsafe`;
+* :mod:`.metagraph` -- the roles a ``.meta`` or SavedModel records;
 * :mod:`.roles` -- which variables are training-only;
 * :mod:`.tfbackend` -- the same interface through ``tf.train.load_checkpoint`` (cross-checks).
 """
@@ -21,8 +24,9 @@ __all__ = ["Checkpoint", "VariableInfo", "open_checkpoint"]
 
 def open_checkpoint(path, backend: str = "native") -> Checkpoint:
     """Open a checkpoint: a prefix, its ``.index``/``.data-*``/``.meta`` path, a directory
-    (with a ``checkpoint`` state file or exactly one bundle), a SavedModel directory, or a frozen
-    GraphDef ``.pb``. ``backend="tf"`` reads through ``tf.train.load_checkpoint`` instead."""
+    (with a ``checkpoint`` state file or exactly one bundle), a SavedModel directory, a frozen
+    GraphDef ``.pb``, or a Keras weight file (recognised by its HDF5 or zip signature or its
+    suffix). TFLite, ONNX and text GraphDefs are refused with a message naming them. ``backend="tf"`` reads through ``tf.train.load_checkpoint`` instead."""
     if backend == "tf":
         from .tfbackend import TFCheckpoint
 
@@ -30,6 +34,12 @@ def open_checkpoint(path, backend: str = "native") -> Checkpoint:
     if backend != "native":
         raise ValueError(f"unknown backend {backend!r}")
     spath = os.fspath(path)
+    from .paths import sniff
+
+    if sniff(spath) == "keras":
+        from .keras import KerasCheckpoint
+
+        return KerasCheckpoint(spath)
     if spath.endswith((".pb", ".pbtxt")) and os.path.isfile(spath) and os.path.basename(spath) not in (
             "saved_model.pb", "saved_model.pbtxt"):
         from .graphdef import GraphDefCheckpoint

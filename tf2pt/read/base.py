@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import CheckpointNotFoundError, UnsupportedError
 
@@ -49,6 +49,13 @@ class VariableInfo:
     slot_name: Optional[str] = None
     partitions: int = 0
     shard: int = 0
+    #: Keras files: the layer that owns the variable (``conv2d_1``, ``inner/dense``), its class
+    #: (``Conv2D``) and config (activation, padding, epsilon, ...) where the file has them, and the
+    #: variable's position in the model's order
+    layer: Optional[str] = None
+    layer_class: Optional[str] = None
+    layer_config: Optional[Dict[str, Any]] = field(default=None, compare=False, hash=False)
+    order: Optional[int] = None
 
     @property
     def num_elements(self) -> int:
@@ -65,7 +72,8 @@ class Checkpoint:
       a bundle's ``.index``, whose CRC32C of every tensor ``read`` checks; by default all files;
     * ``crc_checked``: whether every tensor read is checked against a checksum the source holds;
     * ``notes``: one-line remarks for the user (e.g. the state-file fallback);
-    * ``variables``: name -> :class:`VariableInfo`, sorted by name, built without reading data;
+    * ``variables``: name -> :class:`VariableInfo`, built without reading data; sorted by name,
+      except where the file records the model's order (Keras files), which is kept;
     * ``read(name, check_crc=True)``, ``iter_chunks(name, chunk_bytes)``, ``close()``; a context manager.
 
     A new source implements ``__init__`` (fill the attributes above) and ``read``; the generic

@@ -313,9 +313,11 @@ class BundleCheckpoint(IndexedCheckpoint):
                                     "some share the same data", path=self._data_path(shard))
 
     def _describe(self) -> Dict[str, VariableInfo]:
-        from .objgraph import decode
+        from .metagraph import recorded_roles
+        from .objgraph import decode, keys_by_node
 
         graph = {}
+        nodes: Dict[int, List[str]] = {}
         og = self._entries.get(OBJECT_GRAPH_KEY)
         if og is not None and (og.dtype != 7 or og.shape != () or og.slices):
             self.notes.append(f"{OBJECT_GRAPH_KEY} is not a scalar string; readable names are not available")
@@ -323,21 +325,32 @@ class BundleCheckpoint(IndexedCheckpoint):
             try:  # read without numpy: the listing does not need it
                 (data,) = self._string_list(repr(OBJECT_GRAPH_KEY), og, self._bytes(og), 1)
                 graph = decode(data)
+                nodes = keys_by_node(data) if self.savedmodel_dir else {}
             except ProtoError as exc:
                 raise self._corrupt(f"the object graph ({OBJECT_GRAPH_KEY}) is malformed ({exc})") from None
+        # what the graph itself records (.meta collections, SavedVariable.trainable) before names
+        recorded, recorded_from = recorded_roles(self.prefix, self.savedmodel_dir, nodes)
         out: Dict[str, VariableInfo] = {}
+        overridden = 0
         for name in sorted(self._entries):
             e = self._entries[name]
             g = graph.get(name)
-            role, reason = classify(name, slot_of=g.slot_of if g else None, owner=g.owner if g else None)
+            role, reason = classify(name, slot_of=g.slot_of if g else None, owner=g.owner if g else None,
+                                    recorded=recorded.get(name))
             if name == OBJECT_GRAPH_KEY:
                 role, reason = "training", "object graph"
+            elif recorded.get(name) and "recorded in the graph" in reason:
+                overridden += 1
             size = sum(self._slices[slice_key(name, x)].size for x in e.slices) if e.slices else e.size
             out[name] = VariableInfo(
                 name=name, dtype=dtypes.name(e.dtype), shape=tuple(e.shape), nbytes=size, role=role, role_reason=reason,
                 readable_name=g.readable_name if g else None, slot_of=g.slot_of if g else None,
                 slot_name=g.slot_name if g else None, partitions=len(e.slices), shard=e.shard,
             )
+        if overridden:
+            self.notes.append(f"{overridden} variable{'s' if overridden != 1 else ''} named like training state "
+                              f"{'are' if overridden != 1 else 'is'} recorded as model variables in {recorded_from}: "
+                              "listed as inference")
         return out
 
     # -- data -------------------------------------------------------------------------------------

@@ -153,3 +153,14 @@ def decode(data: bytes) -> Dict[str, KeyInfo]:
             for _, _, key in nodes[slot_node][1]:
                 out[key] = KeyInfo(f"{var_name}/{slot_name}", slot_of=var_name, slot_name=slot_name, owner="optimizer")
     return out
+
+
+def keys_by_node(data: bytes) -> Dict[int, List[str]]:
+    """``{node id: [checkpoint_key, ...]}``: the keys each object-graph node serializes (a
+    SavedModel's object graph numbers its nodes the same way)."""
+    out: Dict[int, List[str]] = {}
+    for i, (n, _, v) in enumerate((f for f in iter_fields(data) if f[0] == 1)):
+        keys = [key for _, _, key in _node(as_bytes(v, "node"))[1]]
+        if keys:
+            out[i] = keys
+    return out

@@ -131,6 +131,13 @@ def resolve(path) -> Tuple[str, str, List[str], Optional[str]]:
                              "ending in '/', writes that)")
             return indexes[0][: -len(".index")], "bundle", notes, None
         if not indexes:
+            below = savedmodels_below(path)
+            if below:
+                names = ", ".join(below[:5]) + (", ..." if len(below) > 5 else "")
+                raise CheckpointNotFoundError(
+                    f"no checkpoint in this directory, but {len(below)} SavedModel{'s' if len(below) != 1 else ''} "
+                    f"one level down ({names})", path=path,
+                    hint="pass one of them, e.g. " + os.path.join(path, below[-1]))
             raise CheckpointNotFoundError("no checkpoint in this directory (no *.index, 'checkpoint' file or SavedModel)",
                                           path=path, hint="pass a checkpoint prefix such as DIR/model.ckpt-1000")
         names = ", ".join(os.path.basename(i)[: -len(".index")] for i in indexes[:5])
@@ -149,3 +156,89 @@ def resolve(path) -> Tuple[str, str, List[str], Optional[str]]:
                                       hint="pass the checkpoint prefix, its .index, or its directory")
     raise CheckpointNotFoundError("no such file or directory", path=path,
                                   hint="pass a checkpoint prefix (e.g. model.ckpt-1000), its .index, or a directory")
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """An ONNX ``ModelProto`` starts with ``ir_version`` (field 1, a varint) and carries
+    ``producer_name`` (2), ``graph`` (7) or ``opset_import`` (8); a GraphDef starts with a node
+    (field 1, length-delimited), a SavedModel with field 1 as a number too but names no graph."""
+    from ._proto import ProtoError, read_varint
+
+    if not head or head[0] != 0x08:
+        return False
+    seen = set()
+    pos, end = 0, len(head)
+    try:  # the head is a prefix: a field running past its end is recorded, then the scan stops
+        while pos < end:
+            key, pos = read_varint(head, pos, end)
+            number, wire = key >> 3, key & 7
+            seen.add((number, wire))
+            if wire == 0:
+                _, pos = read_varint(head, pos, end)
+            elif wire == 2:
+                length, pos = read_varint(head, pos, end)
+                pos += length
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                break
+    except ProtoError:
+        pass
+    ir_version = head[1] if len(head) > 1 else 0
+    return 1 <= ir_version <= 32 and (1, 0) in seen and ((7, 2) in seen or (8, 2) in seen)
+
+
+def sniff(path: str) -> Optional[str]:
+    """``"keras"`` for a Keras weight file (HDF5, a ``.keras`` zip, a sharded ``.weights.json``);
+    ``None`` for what :func:`resolve` and the GraphDef reader handle. Refuses, naming the format,
+    the neighbours tf2pt does not read: TensorFlow Lite, ONNX, text GraphDefs."""
+    if not os.path.isfile(path):
+        return None
+    base = os.path.basename(path)
+    lower = base.lower()
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return None
+    if head[:8] == b"\x89HDF\r\n\x1a\n" or head[:4] == b"PK\x03\x04" or lower.endswith(".keras"):
+        return "keras"
+    if lower.endswith(".weights.json") or (lower.endswith(".json") and b'"weight_map"' in head):
+        return "keras"
+    if lower.endswith((".h5", ".hdf5")):
+        from . import _h5safe
+
+        if _h5safe.is_hdf5(path):
+            return "keras"
+        raise CheckpointNotFoundError("named like an HDF5 file but has no HDF5 signature", path=path,
+                                      hint="the file is damaged or not a Keras .h5; re-copy or re-save it")
+    if head[4:8] == b"TFL3" or lower.endswith(".tflite"):
+        raise UnsupportedError("a TensorFlow Lite model (TFL3 flatbuffer), not a checkpoint", path=path,
+                               hint="convert from the TF checkpoint, SavedModel or Keras file it was made from; "
+                                    "TFLite weights are often quantized and fused")
+    # by content only where the path is no part of a bundle (a data shard is arbitrary bytes)
+    bundle_part = lower.endswith((".index", ".meta")) or _DATA_SUFFIX.search(path) or os.path.isfile(path + ".index")
+    if lower.endswith(".onnx") or (not bundle_part and base != "saved_model.pb" and _looks_like_onnx(head)):
+        raise UnsupportedError("an ONNX model (ModelProto), not a TensorFlow checkpoint", path=path,
+                               hint="load it with onnx and torch.onnx / onnx2torch, or convert from the TF "
+                                    "checkpoint or SavedModel it was exported from")
+    if lower.endswith(".pbtxt") and base != "saved_model.pbtxt":
+        raise UnsupportedError("a text-format GraphDef (.pbtxt), which holds no weights unless frozen", path=path,
+                               hint="pass the checkpoint it belongs to, or a binary frozen graph "
+                                    "(tf.io.write_graph(graph, dir, 'g.pb', as_text=False))")
+    return None
+
+
+def savedmodels_below(path: str) -> List[str]:
+    """The subdirectories of ``path`` that are SavedModels (one level down), sorted."""
+    out = []
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError:
+        return out
+    for name in entries:
+        sub = os.path.join(path, name)
+        if os.path.isdir(sub) and (os.path.isfile(os.path.join(sub, "saved_model.pb"))
+                                   or os.path.isfile(os.path.join(sub, "saved_model.pbtxt"))):
+            out.append(name)
+    return out

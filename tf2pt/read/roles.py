@@ -22,6 +22,10 @@ RULES: List[Tuple[str, str]] = [
     (r"/((?:Adam|AdamW|Nadam|Adamax|Momentum|RMSProp|Adagrad|AdagradDA|ProximalAdagrad|Adadelta|Ftrl|LAMB|LazyAdam)"
      r"(?:_\d+)?)$", "optimizer slot ({1})"),
     (r"(^|/)(beta1_power|beta2_power)(_\d+)?$", "optimizer {2}"),
+    # TF 2.x canned Estimators: Keras optimizers under training/<Optimizer>/, their slots
+    # (training/Adagrad/dense/kernel/accumulator) and hyperparameters (training/Ftrl/learning_rate)
+    (r"^training/((?:Adam|AdamW|Adagrad|Adadelta|Adamax|Ftrl|Nadam|RMSprop|RMSProp|SGD|Momentum|LAMB|Lion)(?:_\d+)?)/",
+     "optimizer state (training/{1})"),
     # TF2 object-based checkpoints
     (r"/\.OPTIMIZER_SLOT/", "optimizer slot (.OPTIMIZER_SLOT)"),
     (r"^optimizer/(?!_trainable_variables/)", "optimizer variable"),  # Keras 3 lists model variables there too
@@ -40,10 +44,18 @@ RULES: List[Tuple[str, str]] = [
 _COMPILED = [(re.compile(p), reason) for p, reason in RULES]
 
 
-def classify(name: str, *, slot_of: Optional[str] = None, owner: Optional[str] = None) -> Tuple[str, str]:
+def classify(name: str, *, slot_of: Optional[str] = None, owner: Optional[str] = None,
+             recorded: Optional[str] = None) -> Tuple[str, str]:
     """``(role, reason)`` for a variable key. ``slot_of``: the variable an optimizer slot belongs
     to (from the object graph); ``owner``: ``"optimizer"`` or ``"metric"`` when the object graph
-    says so."""
+    says so; ``recorded``: what the file's own metadata says, ``"trainable"`` or ``"model"``
+    (a ``.meta``'s or SavedModel's ``trainable_variables`` / ``model_variables`` collection, a
+    SavedModel's ``SavedVariable.trainable``), which comes before any name rule."""
+    if recorded in ("trainable", "model"):
+        by_name = classify(name, slot_of=slot_of, owner=owner)
+        if by_name[0] == INFERENCE:
+            return by_name
+        return INFERENCE, f"{recorded} variable recorded in the graph (named like: {by_name[1]})"
     if slot_of is not None:
         return TRAINING, "optimizer slot"
     if owner == "optimizer":
