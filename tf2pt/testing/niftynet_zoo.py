@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import importlib.util
 import os
 import sys
@@ -257,7 +258,7 @@ def write_niftynet_checkpoint(
         gstep = v1.train.get_or_create_global_step()
         x = v1.placeholder(tf.float32, [1, *train_shape, in_channels], name="train_images")
         net = _network(classes, network, num_classes, acti_func, hyperparams)
-        with v1.name_scope("worker_0"):
+        with v1.name_scope("worker_0"), contextlib.redirect_stdout(io.StringIO()):  # NiftyNet prints its layers
             logits = _call(net, network, x, True)
             y = v1.placeholder(tf.int32, logits.shape.as_list()[:-1], name="train_labels")
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
