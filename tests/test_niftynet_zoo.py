@@ -1,0 +1,128 @@
+"""The NiftyNet network zoo, checked against NiftyNet 0.6.0's own network code.
+
+Each architecture: NiftyNet's real network (``niftynet.network.*`` under the shims of
+``tf2pt.testing.niftynet_zoo``) is built, trained for a step (Adam, zero-debiased BN moving
+averages, an EMA of the weights), given random non-trivial inference values and saved with its
+inference graph; the checkpoint is converted with TensorFlow blocked; NiftyNet's graph runs once
+on a non-cubic volume (``--save-reference``, per layer), and the converted model is compared
+with it: max abs error <= 1e-5 x the output range, every label equal, every layer in tolerance.
+A deliberately broken mapping (tests/data/wrong_<name>.py) fails against the same reference at
+the layer it breaks.
+
+Needs NiftyNet (``pip install --no-deps niftynet==0.6.0``); skips cleanly without it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import DATA
+from tf2pt import registry
+
+from tf2pt.testing.niftynet_zoo import niftynet_available
+
+if not niftynet_available():  # not importorskip: niftynet/__init__.py imports its TF 1 engine
+    pytest.skip("NiftyNet 0.6.0 is not installed (pip install --no-deps niftynet==0.6.0)", allow_module_level=True)
+
+SIZE = (40, 48, 56)  # not a cube; every size a multiple of 8
+
+#: architecture -> (writer arguments, the layer its broken mapping breaks)
+ZOO = {
+    "highres3dnet_small": (dict(input_shape=SIZE, train_shape=(8, 8, 8)), "deconv"),
+    "highres3dnet_large": (dict(input_shape=SIZE, train_shape=(8, 8, 8)), "conv_2"),
+}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, tf):
+    """``zoo(name)`` -> (checkpoint prefix, reference file made by NiftyNet's graph), built once."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            from tf2pt.testing.niftynet_zoo import write_niftynet_checkpoint
+            from tf2pt.verify import save_reference
+
+            d = tmp_path_factory.mktemp(name)
+            kwargs, _ = ZOO[name]
+            prefix = write_niftynet_checkpoint(str(d / "ckpt"), name, num_classes=3, seed=5, **kwargs)
+            ref = str(d / "ref.npz")
+            meta = save_reference(prefix, name, ref, synthetic=SIZE, per_layer=True)
+            assert meta["tf_side"] == "original-graph", meta
+            cache[name] = (prefix, ref)
+        return cache[name]
+
+    return get
+
+
+def test_shims_leave_tensorflow_alone_and_tf2pt_never_imports_niftynet(tf):
+    from tf2pt.testing.niftynet_zoo import niftynet_modules
+
+    real, classes = niftynet_modules()
+    import tensorflow
+
+    assert tensorflow is real and tensorflow.__name__ == "tensorflow" and hasattr(tensorflow, "function")
+    assert {"highres3dnet_small", "highres3dnet_large", "dense_vnet", "vnet", "unet"} <= set(classes)
+    code = ("import sys, tf2pt.cli, tf2pt.registry, tf2pt.verify, tf2pt.conversion; tf2pt.registry.list_mappings(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'niftynet'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_checkpoint_carries_the_training_variables(zoo, tf):
+    prefix, _ = zoo("highres3dnet_small")
+    reader = tf.train.load_checkpoint(prefix)
+    names = set(reader.get_variable_to_shape_map())
+    base = "HighRes3DNetSmall/deconv_bn_relu/bn_/"
+    assert {base + "moving_mean", base + "moving_variance", "global_step", "ApplyGradients/beta1_power"} <= names
+    assert "HighRes3DNetSmall/deconv_bn_relu/deconv_/w/Adam_1" in names
+    assert "HighRes3DNetSmall/deconv_bn_relu/deconv_/w/ExponentialMovingAverage" in names
+    assert any(n.endswith("/moving_variance/biased") for n in names)
+    assert any(n.endswith("/moving_variance/local_step") for n in names)
+    assert not np.allclose(reader.get_tensor(base + "moving_variance"), 1.0)
+    assert not np.allclose(reader.get_tensor(base + "moving_mean"), 0.0)
+    assert reader.get_tensor("global_step") == 2000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_niftynet_network_converts_without_tf_and_matches_its_own_graph(name, zoo, run_cli, tmp_path):
+    prefix, ref = zoo(name)
+    out = tmp_path / "model.safetensors"
+    r = run_cli("convert", prefix, "-m", name, "-o", out, block=("tensorflow",))
+    assert r.returncode == 0, r.stderr
+    assert "problems: 0" in r.stderr and out.stat().st_size > 0
+
+    report_path = tmp_path / "report.json"
+    r = run_cli("verify", prefix, "-m", name, "--reference", ref, "--per-layer", "--json", report_path,
+                "--min-agreement", "1.0", block=("tensorflow",))
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(report_path.read_text())
+    assert report["passed"] and report["tf_side"] == "original-graph" and report["input"]["shape"] == [1, *SIZE]
+    assert report["max_abs_error"] <= 1e-5 * report["output_range"], report["max_abs_error"]
+    assert report["argmax_agreement"] == 1.0
+    assert report["per_layer"] and all(row["status"] == "ok" for row in report["per_layer"]), report["per_layer"]
+    assert [row["layer"] for row in report["per_layer"]] == list(registry.get_mapping(name).verify.layers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_broken_mapping_is_caught_at_its_layer(name, zoo, run_cli, tmp_path):
+    prefix, ref = zoo(name)
+    _, layer = ZOO[name]
+    report_path = tmp_path / "report.json"
+    r = run_cli("verify", prefix, "-m", DATA / f"wrong_{name}.py", "--reference", ref, "--per-layer",
+                "--json", report_path, block=("tensorflow",))
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = json.loads(report_path.read_text())
+    assert report["passed"] is False and report["first_divergent_layer"] == layer
+    status = [row["status"] for row in report["per_layer"]]
+    first_bad = [row["layer"] for row in report["per_layer"]].index(layer)
+    assert set(status[:first_bad]) == {"ok"} and status[first_bad] == "DIVERGES"
+    assert f"first divergent layer: {layer}" in r.stdout
