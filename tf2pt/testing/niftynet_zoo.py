@@ -201,7 +201,8 @@ def random_inference_values(name: str, shape, rng: np.random.Generator) -> np.nd
 # ---------------------------------------------------------------------------------------------
 
 
-def _network(classes, name: str, num_classes: int, acti_func: Optional[str], hyperparams: Optional[dict]):
+def _network(classes, name: str, num_classes: int, acti_func: Optional[str], hyperparams: Optional[dict],
+             attributes: Optional[dict] = None):
     module, cls, kwargs = NETWORKS[name]
     kwargs = dict(kwargs)
     if acti_func is not None:
@@ -216,6 +217,10 @@ def _network(classes, name: str, num_classes: int, acti_func: Optional[str], hyp
     net = classes[name](num_classes=num_classes, **kwargs)
     if name == "dense_vnet":  # undo the class-level update for the next network built here
         net.hyperparams = dict(net.hyperparams)
+    for key, value in (attributes or {}).items():  # e.g. VNet's n_features, set in its __init__
+        if not hasattr(net, key):
+            raise AttributeError(f"{type(net).__name__} has no attribute {key!r} to override")
+        setattr(net, key, value)
     return net
 
 
@@ -235,6 +240,7 @@ def write_niftynet_checkpoint(
     in_channels: int = 1,
     acti_func: Optional[str] = None,
     hyperparams: Optional[dict] = None,
+    attributes: Optional[dict] = None,
     train_shape: Optional[Sequence[int]] = None,
     train_steps: int = 1,
     seed: int = 0,
@@ -246,6 +252,10 @@ def write_niftynet_checkpoint(
     without running a step, for networks too big to train here), set the inference variables
     to random non-trivial values, and save ``<out_dir>/<prefix>-<global_step>`` with a ``.meta``
     of the inference graph for ``input_shape`` (D, H, W). Returns the checkpoint prefix.
+
+    ``hyperparams`` updates DenseVNet's hyperparameters; ``attributes`` overrides attributes a
+    network sets in its ``__init__`` (VNet's ``n_features``: its default, 16 to 256 channels,
+    makes a 70M-parameter network whose checkpoint with Adam and EMA is over 1 GB).
     """
     tf, classes = niftynet_modules()
     v1 = tf.compat.v1
@@ -257,7 +267,7 @@ def write_niftynet_checkpoint(
         v1.set_random_seed(seed)
         gstep = v1.train.get_or_create_global_step()
         x = v1.placeholder(tf.float32, [1, *train_shape, in_channels], name="train_images")
-        net = _network(classes, network, num_classes, acti_func, hyperparams)
+        net = _network(classes, network, num_classes, acti_func, hyperparams, attributes)
         with v1.name_scope("worker_0"), contextlib.redirect_stdout(io.StringIO()):  # NiftyNet prints its layers
             logits = _call(net, network, x, True)
             y = v1.placeholder(tf.int32, logits.shape.as_list()[:-1], name="train_labels")
@@ -289,12 +299,13 @@ def write_niftynet_checkpoint(
             path = saver.save(sess, os.path.join(out_dir, prefix), global_step=global_step, write_meta_graph=False)
         all_vars = [(v.op.name, v.shape.as_list(), v.dtype.base_dtype) for v in v1.global_variables()]
     export_inference_meta(path + ".meta", network, all_vars, input_shape=input_shape, num_classes=num_classes,
-                          in_channels=in_channels, acti_func=acti_func, hyperparams=hyperparams)
+                          in_channels=in_channels, acti_func=acti_func, hyperparams=hyperparams, attributes=attributes)
     return path
 
 
 def export_inference_meta(meta_path, network: str, all_vars, *, input_shape, num_classes: int, in_channels: int = 1,
-                          acti_func: Optional[str] = None, hyperparams: Optional[dict] = None) -> None:
+                          acti_func: Optional[str] = None, hyperparams: Optional[dict] = None,
+                          attributes: Optional[dict] = None) -> None:
     """The ``.meta``: NiftyNet's network in inference mode, ``images:0`` (fixed shape: several
     NiftyNet layers need static sizes) -> ``logits:0``, and a Saver over every checkpoint
     variable (training-only ones as placeholders variables, so ``restore`` finds them all)."""
@@ -303,8 +314,8 @@ def export_inference_meta(meta_path, network: str, all_vars, *, input_shape, num
     graph = tf.Graph()
     with graph.as_default():
         images = v1.placeholder(tf.float32, [1, *input_shape, in_channels], name=INPUT_TENSOR.split(":")[0])
-        net = _network(classes, network, num_classes, acti_func, hyperparams)
-        with v1.name_scope("worker_0"):
+        net = _network(classes, network, num_classes, acti_func, hyperparams, attributes)
+        with v1.name_scope("worker_0"), contextlib.redirect_stdout(io.StringIO()):
             out = _call(net, network, images, False)
         tf.identity(out, name=OUTPUT_TENSOR.split(":")[0])
         existing = {v.op.name for v in v1.global_variables()}
