@@ -29,6 +29,9 @@ from tf2pt.mapping import TRAINING_ONLY, Fill, Mapping, Rename, Source, Target, 
 BN_EPS = 1e-5
 BN_PARAMS = [("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"), ("moving_variance", "running_var")]
 ACT = r"(?:relu|prelu)"
+#: NiftyNet's ActiLayer scopes are ``<func>_<name>`` (``prelu_acti_``, ``prelu_acti_0``); tf2pt's
+#: own HighRes3DNet writer (tf2pt.testing.niftynet) names them without the prefix: accept both
+PRELU = r"(?:prelu_)?"
 
 
 class Head(NamedTuple):
@@ -179,7 +182,7 @@ def highres3dnet_mapping(name: str, table: Table, *, description: str, origin: s
         rows = [Rename(f"{re.escape(scope)}{tf_layer}/{leaf}/w", f"{conv_key}.weight", transform)]
         rows += [Rename(f"{re.escape(scope)}{tf_layer}/bn_/{tf}", f"{bn_key}.{pt}") for tf, pt in BN_PARAMS]
         if act_key is not None:
-            rows.append(Rename(f"{re.escape(scope)}{tf_layer}/acti_/alpha", f"{act_key}.weight"))
+            rows.append(Rename(f"{re.escape(scope)}{tf_layer}/{PRELU}acti_/alpha", f"{act_key}.weight"))
         return rows
 
     def res_rows(key_for) -> List[Rename]:
@@ -190,7 +193,7 @@ def highres3dnet_mapping(name: str, table: Table, *, description: str, origin: s
                     base = f"{re.escape(scope)}{stage}_{j}"
                     rows.append(Rename(f"{base}/conv_{i}/w", key_for(s, j, i, "conv") + ".weight", "conv3d"))
                     rows += [Rename(f"{base}/bn_{i}/{tf}", key_for(s, j, i, "bn") + f".{pt}") for tf, pt in BN_PARAMS]
-                    rows.append(Rename(f"{base}/acti_{i}/alpha", key_for(s, j, i, "act") + ".weight"))
+                    rows.append(Rename(f"{base}/{PRELU}acti_{i}/alpha", key_for(s, j, i, "act") + ".weight"))
         return rows
 
     def tf2pt_rules() -> List[Rename]:
@@ -235,7 +238,10 @@ def highres3dnet_mapping(name: str, table: Table, *, description: str, origin: s
         def activation(h, s):
             if act == "relu":
                 return tf.nn.relu(h)
-            return tf.nn.relu(h) + get(f"{s}/alpha") * tf.minimum(h, 0.0)
+            scope_, leaf = s.rsplit("/", 1)
+            name = f"{scope_}/prelu_{leaf}/alpha"  # NiftyNet's name, else tf2pt's writer's
+            alpha = get(name) if scope + name in variables else get(f"{s}/alpha")
+            return tf.nn.relu(h) + alpha * tf.minimum(h, 0.0)
 
         def conv(h, s, dilation=1, stride=1):
             return tf.nn.convolution(h, get(f"{s}/w"), strides=stride, padding="SAME", dilations=dilation)

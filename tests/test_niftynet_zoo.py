@@ -29,12 +29,26 @@ from tf2pt.testing.niftynet_zoo import niftynet_available
 if not niftynet_available():  # not importorskip: niftynet/__init__.py imports its TF 1 engine
     pytest.skip("NiftyNet 0.6.0 is not installed (pip install --no-deps niftynet==0.6.0)", allow_module_level=True)
 
-SIZE = (40, 48, 56)  # not a cube; every size a multiple of 8
+SIZE = (40, 48, 56)  # not a cube: the volume verify is given
+VNET_SIZE = (32, 48, 48)  # SIZE brought to VNet's multiple of 16 by verify (centre crop)
+UNET_SIZE = (96, 96, 104)  # UNet3D's smallest useful input, not a cube
 
-#: architecture -> (writer arguments, the layer its broken mapping breaks)
+#: architecture -> (writer arguments, the layer its broken mapping breaks). The writer's
+#: input_shape is the size verify feeds (NiftyNet's graphs have static sizes).
 ZOO = {
-    "highres3dnet_small": (dict(input_shape=SIZE, train_shape=(8, 8, 8)), "deconv"),
+    # PReLU: NiftyNet names its slopes <layer>/prelu_acti_/alpha
+    "highres3dnet_small": (dict(input_shape=SIZE, train_shape=(8, 8, 8), acti_func="prelu"), "deconv"),
     "highres3dnet_large": (dict(input_shape=SIZE, train_shape=(8, 8, 8)), "conv_2"),
+    # the learned spatial prior on: it adds a resize and a log to the default network
+    "dense_vnet": (dict(input_shape=SIZE, train_shape=(8, 8, 8), hyperparams={"use_prior": True}), "block_1_skip"),
+    # PReLU, and n_features 4..64 instead of NiftyNet's 16..256 (70M parameters, 1.1 GB with Adam + EMA)
+    "vnet": (dict(input_shape=VNET_SIZE, train_shape=(16, 16, 16), acti_func="prelu",
+                  attributes={"n_features": [4, 8, 16, 32, 64]}), "L3"),
+    # UNet3D needs 89+ voxels (96: the output is 8 after the 44-voxel crops), and with NiftyNet's
+    # n_features (32..512) a forward takes ~90 s here and training > 20 GB: narrower channels, and
+    # the training variables are created without running a step
+    "unet": (dict(input_shape=UNET_SIZE, train_shape=(96, 96, 96), train_steps=0,
+                  attributes={"n_features": [4, 8, 16, 32, 64]}), "R3"),
 }
 
 
@@ -52,7 +66,7 @@ def zoo(tmp_path_factory, tf):
             kwargs, _ = ZOO[name]
             prefix = write_niftynet_checkpoint(str(d / "ckpt"), name, num_classes=3, seed=5, **kwargs)
             ref = str(d / "ref.npz")
-            meta = save_reference(prefix, name, ref, synthetic=SIZE, per_layer=True)
+            meta = save_reference(prefix, name, ref, synthetic=UNET_SIZE if name == "unet" else SIZE, per_layer=True)
             assert meta["tf_side"] == "original-graph", meta
             cache[name] = (prefix, ref)
         return cache[name]
@@ -76,6 +90,8 @@ def test_shims_leave_tensorflow_alone_and_tf2pt_never_imports_niftynet(tf):
 
 @pytest.mark.slow
 def test_checkpoint_carries_the_training_variables(zoo, tf):
+    """Adam slots, zero-debias variables, EMA shadows, non-trivial BN statistics; and DenseVNet's
+    optional prior is there when asked for (NiftyNet's class-level defaults are left alone)."""
     prefix, _ = zoo("highres3dnet_small")
     reader = tf.train.load_checkpoint(prefix)
     names = set(reader.get_variable_to_shape_map())
@@ -88,6 +104,11 @@ def test_checkpoint_carries_the_training_variables(zoo, tf):
     assert not np.allclose(reader.get_tensor(base + "moving_variance"), 1.0)
     assert not np.allclose(reader.get_tensor(base + "moving_mean"), 0.0)
     assert reader.get_tensor("global_step") == 2000
+    prior = tf.train.load_checkpoint(zoo("dense_vnet")[0]).get_variable_to_shape_map()["DenseVNet/spatial_prior_block/prior"]
+    assert prior == [1, 24, 24, 24, 1]
+    from tf2pt.testing.niftynet_zoo import niftynet_modules
+
+    assert niftynet_modules()[1]["dense_vnet"].__hyper_params__["use_prior"] is False
 
 
 @pytest.mark.slow
@@ -104,7 +125,8 @@ def test_niftynet_network_converts_without_tf_and_matches_its_own_graph(name, zo
                 "--min-agreement", "1.0", block=("tensorflow",))
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(report_path.read_text())
-    assert report["passed"] and report["tf_side"] == "original-graph" and report["input"]["shape"] == [1, *SIZE]
+    assert report["passed"] and report["tf_side"] == "original-graph"
+    assert report["input"]["shape"] == [1, *ZOO[name][0]["input_shape"]]
     assert report["max_abs_error"] <= 1e-5 * report["output_range"], report["max_abs_error"]
     assert report["argmax_agreement"] == 1.0
     assert report["per_layer"] and all(row["status"] == "ok" for row in report["per_layer"]), report["per_layer"]
@@ -113,12 +135,12 @@ def test_niftynet_network_converts_without_tf_and_matches_its_own_graph(name, zo
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ZOO))
-def test_broken_mapping_is_caught_at_its_layer(name, zoo, run_cli, tmp_path):
+def test_broken_mapping_is_caught_at_its_layer(name, zoo, cli_run, tmp_path):
     prefix, ref = zoo(name)
     _, layer = ZOO[name]
     report_path = tmp_path / "report.json"
-    r = run_cli("verify", prefix, "-m", DATA / f"wrong_{name}.py", "--reference", ref, "--per-layer",
-                "--json", report_path, block=("tensorflow",))
+    r = cli_run("verify", prefix, "-m", DATA / f"wrong_{name}.py", "--reference", ref, "--per-layer",
+                "--json", report_path)
     assert r.returncode == 1, r.stdout + r.stderr
     report = json.loads(report_path.read_text())
     assert report["passed"] is False and report["first_divergent_layer"] == layer

@@ -163,6 +163,8 @@ def niftynet_modules():
         for name, (module, cls, _) in NETWORKS.items():
             classes[name] = getattr(importlib.import_module(module), cls)
     _cache["classes"] = classes
+    # DenseVNet.__init__ updates its class-level __hyper_params__ in place; keep the defaults
+    _cache["dense_vnet_defaults"] = dict(classes["dense_vnet"].__hyper_params__)
     return tf, classes
 
 
@@ -207,16 +209,16 @@ def _network(classes, name: str, num_classes: int, acti_func: Optional[str], hyp
     kwargs = dict(kwargs)
     if acti_func is not None:
         kwargs["acti_func"] = acti_func
-    if hyperparams is not None:
-        # DenseVNet.__init__ updates its class-level defaults in place: pass a copy of them
-        base = dict(classes[name].__hyper_params__)
-        base.update(hyperparams)
-        kwargs["hyperparams"] = base
-    elif name == "dense_vnet":
-        kwargs["hyperparams"] = {}
+    if name == "dense_vnet":
+        # DenseVNet.__init__ updates its class-level defaults in place: start from NiftyNet's own
+        classes[name].__hyper_params__ = dict(_cache["dense_vnet_defaults"])
+        kwargs["hyperparams"] = dict(hyperparams or {})
+    elif hyperparams:
+        raise ValueError(f"{name} takes no hyperparameters")
     net = classes[name](num_classes=num_classes, **kwargs)
-    if name == "dense_vnet":  # undo the class-level update for the next network built here
+    if name == "dense_vnet":  # and leave NiftyNet's defaults as they were
         net.hyperparams = dict(net.hyperparams)
+        classes[name].__hyper_params__ = dict(_cache["dense_vnet_defaults"])
     for key, value in (attributes or {}).items():  # e.g. VNet's n_features, set in its __init__
         if not hasattr(net, key):
             raise AttributeError(f"{type(net).__name__} has no attribute {key!r} to override")
