@@ -95,10 +95,11 @@ def test_checkpoint_carries_the_training_variables(zoo, tf):
     prefix, _ = zoo("highres3dnet_small")
     reader = tf.train.load_checkpoint(prefix)
     names = set(reader.get_variable_to_shape_map())
-    base = "HighRes3DNetSmall/deconv_bn_relu/bn_/"
+    base = "HighRes3DNetSmall/deconv_bn_prelu/bn_/"
     assert {base + "moving_mean", base + "moving_variance", "global_step", "ApplyGradients/beta1_power"} <= names
-    assert "HighRes3DNetSmall/deconv_bn_relu/deconv_/w/Adam_1" in names
-    assert "HighRes3DNetSmall/deconv_bn_relu/deconv_/w/ExponentialMovingAverage" in names
+    assert "HighRes3DNetSmall/deconv_bn_prelu/deconv_/w/Adam_1" in names
+    assert "HighRes3DNetSmall/deconv_bn_prelu/deconv_/w/ExponentialMovingAverage" in names
+    assert "HighRes3DNetSmall/res_1_0/prelu_acti_0/alpha" in names  # NiftyNet's own scope name
     assert any(n.endswith("/moving_variance/biased") for n in names)
     assert any(n.endswith("/moving_variance/local_step") for n in names)
     assert not np.allclose(reader.get_tensor(base + "moving_variance"), 1.0)
