@@ -82,6 +82,11 @@ def test_shims_leave_tensorflow_alone_and_tf2pt_never_imports_niftynet(tf):
 
     assert tensorflow is real and tensorflow.__name__ == "tensorflow" and hasattr(tensorflow, "function")
     assert {"highres3dnet_small", "highres3dnet_large", "dense_vnet", "vnet", "unet"} <= set(classes)
+    shim = sys.modules["niftynet.layer.bn"].tf  # what NiftyNet's modules got as `tensorflow`
+    assert shim.get_variable is real.compat.v1.get_variable and shim.make_template is real.compat.v1.make_template
+    with pytest.raises(NotImplementedError, match="tensorflow.contrib.layers.instance_norm"):
+        shim.contrib.layers.instance_norm(None)
+    assert np.int is int and np.float is float  # NumPy's removed aliases, back (np.bool is NumPy 2's own)
     code = ("import sys, tf2pt.cli, tf2pt.registry, tf2pt.verify, tf2pt.conversion; tf2pt.registry.list_mappings(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'niftynet'))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

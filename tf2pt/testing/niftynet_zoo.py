@@ -41,7 +41,7 @@ import numpy as np
 INPUT_TENSOR = "images:0"
 OUTPUT_TENSOR = "logits:0"
 
-#: name -> (module, class, variable scope NiftyNet gives it, keyword arguments of the class)
+#: name -> (module, class, extra keyword arguments of the class)
 NETWORKS: Dict[str, Tuple[str, str, Dict[str, Any]]] = {
     "highres3dnet": ("niftynet.network.highres3dnet", "HighRes3DNet", {}),
     "highres3dnet_small": ("niftynet.network.highres3dnet_small", "HighRes3DNetSmall", {}),
@@ -60,18 +60,15 @@ def niftynet_available() -> bool:
 
 
 class _ContribStub(types.ModuleType):
-    """``tf.contrib`` is gone in TF 2: any attribute is a stub that raises when called."""
+    """``tf.contrib`` is gone in TF 2: any attribute is another stub, and calling one raises."""
 
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
+        return _ContribStub(f"{self.__name__}.{name}")
 
-        def missing(*args, **kwargs):
-            raise NotImplementedError(f"tf.contrib.{name} does not exist in TensorFlow 2 (NiftyNet shim)")
-
-        stub = _ContribStub(f"{self.__name__}.{name}")
-        stub.__call__ = missing  # type: ignore[attr-defined]
-        return stub
+    def __call__(self, *args, **kwargs):
+        raise NotImplementedError(f"{self.__name__} does not exist in TensorFlow 2 (NiftyNet shim)")
 
 
 class _TF1(types.ModuleType):
