@@ -154,3 +154,31 @@ def test_broken_mapping_is_caught_at_its_layer(name, zoo, cli_run, tmp_path):
     first_bad = [row["layer"] for row in report["per_layer"]].index(layer)
     assert set(status[:first_bad]) == {"ok"} and status[first_bad] == "DIVERGES"
     assert f"first divergent layer: {layer}" in r.stdout
+
+
+def test_resize_and_avg_pool_equal_niftynet_own_layers(tf):
+    """tf2pt.nn's legacy resize and SAME average pooling against NiftyNet's own LinearResizeLayer
+    and DownSampleLayer('AVG') (the layers DenseVNet uses), on odd sizes and non-integer scales."""
+    import torch
+
+    import tf2pt.nn as tfnn
+    from tf2pt.testing.niftynet_zoo import niftynet_modules
+
+    niftynet_modules()
+    LinearResizeLayer = sys.modules["niftynet.layer.linear_resize"].LinearResizeLayer
+    DownSampleLayer = sys.modules["niftynet.layer.downsample"].DownSampleLayer
+    rng = np.random.default_rng(3)
+    v1 = tf.compat.v1
+    cases = [((5, 7, 9), (11, 13, 6)), ((9, 4, 7), (9, 11, 3)), ((5, 6, 7), (20, 24, 28))]
+    x = {src: rng.standard_normal((1, *src, 2)).astype(np.float32) + 3.0 for src, _ in cases}
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as sess:
+        outs = [LinearResizeLayer(list(dst))(tf.constant(x[src])) for src, dst in cases]
+        pools = [DownSampleLayer("AVG", kernel_size=3, stride=2)(tf.constant(x[src])) for src, _ in cases]
+        got_tf = sess.run(outs + pools)
+    for (src, dst), expected in zip(cases, got_tf[:len(cases)]):
+        got = tfnn.resize_linear_legacy(torch.from_numpy(np.moveaxis(x[src], -1, 1).copy()), dst)
+        np.testing.assert_allclose(np.moveaxis(got.numpy(), 1, -1), expected, atol=1e-6, rtol=0)
+    for (src, _), expected in zip(cases, got_tf[len(cases):]):
+        got = tfnn.AvgPoolSame((3, 3, 3), (2, 2, 2))(torch.from_numpy(np.moveaxis(x[src], -1, 1).copy()))
+        np.testing.assert_allclose(np.moveaxis(got.numpy(), 1, -1), expected, atol=1e-6, rtol=0)
