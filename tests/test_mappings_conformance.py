@@ -24,7 +24,16 @@ CHECKPOINTS = {"highresnet": lambda request: str(EXAMPLE),
 
 def test_every_builtin_mapping_is_registered():
     names = {m.name for m in registry.list_mappings()}
-    assert {"highresnet", "deepbrain"} <= names
+    assert {"highresnet", "deepbrain", "highres3dnet_small", "highres3dnet_large", "dense_vnet", "vnet", "unet"} <= names
+
+
+def test_mappings_command_lists_the_niftynet_zoo_with_targets(cli_run):
+    r = cli_run("mappings")
+    assert r.returncode == 0, r.stderr
+    for name in ("highres3dnet_small", "highres3dnet_large", "dense_vnet", "vnet", "unet"):
+        entry = re.search(rf"^{name}: (.*)\n((?:  .*\n?)*)", r.stdout, re.M)
+        assert entry, (name, r.stdout)
+        assert "NiftyNet" in entry.group(1) and "target tf2pt (default)" in entry.group(2), entry.group(0)
 
 
 @pytest.mark.parametrize("mapping,target", PAIRS)

@@ -10,19 +10,43 @@ the model, and this module imports no mapping.
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from torch import nn
 
+from tf2pt.nn import Conv3dSame, ConvTranspose3dSame
+
+
+class HeadLayer(NamedTuple):
+    """One layer after the residual stages: ``kind`` is ``"conv"`` (conv, BN, [activation]),
+    ``"deconv"`` (TF ``SAME`` transposed conv, BN, [activation]) or ``"dropout"``;
+    ``features`` ``None`` means the number of classes."""
+
+    kind: str
+    features: Optional[int] = None
+    kernel: int = 1
+    stride: int = 1
+    activation: bool = True
+
 
 class Layout(NamedTuple):
-    """A HighRes3DNet's layer table: the stem's channels, the residual stages
-    ``(name, channels, dilation)``, the blocks per stage and the 1x1x1 feature layer's channels."""
+    """A HighRes3DNet family member's layer table: the stem's channels, the residual stages
+    ``(name, channels, dilation)``, the blocks per stage and the 1x1x1 feature layer's channels;
+    optionally the stem's kernel and stride and the layers after the stages (``head``; default
+    NiftyNet HighRes3DNet's: 1x1x1 conv to ``features``, dropout, 1x1x1 conv to the classes)."""
 
     stem: int
     stages: Sequence[Tuple[str, int, int]]
     blocks_per_stage: int
     features: int
+    stem_kernel: int = 3
+    stem_stride: int = 1
+    head: Optional[Sequence[HeadLayer]] = None
+
+    def head_layers(self) -> Sequence[HeadLayer]:
+        if self.head is not None:
+            return self.head
+        return (HeadLayer("conv", self.features, 1), HeadLayer("dropout"), HeadLayer("conv", None, 1, activation=False))
 
 
 def _activation(name: str, channels: int) -> nn.Module:
@@ -37,16 +61,35 @@ class ConvolutionalBlock(nn.Module):
     """``convolutional_block`` = [pad], conv, BN, [activation]  (post-activation), or
     BN, activation, [pad], conv  (pre-activation, inside residual blocks)."""
 
-    def __init__(self, cin, cout, kernel=3, dilation=1, preactivation=False, activation="relu", eps=1e-5):
+    def __init__(self, cin, cout, kernel=3, dilation=1, preactivation=False, activation="relu", eps=1e-5, stride=1):
         super().__init__()
-        pad = [nn.ConstantPad3d(dilation * (kernel // 2), 0.0)] if kernel > 1 else []
-        conv = nn.Conv3d(cin, cout, kernel, dilation=dilation, bias=False)
+        if stride > 1:  # TF SAME with a stride: one-sided padding, computed from the input size
+            pad = [nn.Identity()] if kernel > 1 else []
+            conv = Conv3dSame(cin, cout, kernel, stride=stride, bias=False)
+        else:
+            pad = [nn.ConstantPad3d(dilation * (kernel // 2), 0.0)] if kernel > 1 else []
+            conv = nn.Conv3d(cin, cout, kernel, dilation=dilation, bias=False)
         if preactivation:
             layers = [nn.BatchNorm3d(cin, eps=eps), _activation(activation, cin), *pad, conv]
         else:
             layers = [*pad, conv, nn.BatchNorm3d(cout, eps=eps)]
             if activation is not None:
                 layers.append(_activation(activation, cout))
+        self.convolutional_block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.convolutional_block(x)
+
+
+class DeconvolutionalBlock(nn.Module):
+    """``convolutional_block`` = TF ``SAME`` transposed conv (output ``stride`` x input), BN,
+    [activation]: NiftyNet's ``DeconvolutionalLayer``."""
+
+    def __init__(self, cin, cout, kernel=3, stride=2, activation="relu", eps=1e-5):
+        super().__init__()
+        layers = [ConvTranspose3dSame(cin, cout, kernel, stride=stride, bias=False), nn.BatchNorm3d(cout, eps=eps)]
+        if activation is not None:
+            layers.append(_activation(activation, cout))
         self.convolutional_block = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -84,7 +127,7 @@ class DilationBlock(nn.Module):
 
 
 class HighRes3DNet(nn.Module):
-    """NiftyNet's HighRes3DNet, built from ``layout`` (its layer table). Its state dict has the
+    """NiftyNet's HighRes3DNet (or HighRes3DNetSmall / Large), built from ``layout`` (its layer table). Its state dict has the
     layout of the published PyTorch weights (fepegar/highresnet,
     ``block.0.convolutional_block.1.weight``, ...).
 
@@ -95,14 +138,25 @@ class HighRes3DNet(nn.Module):
     def __init__(self, layout: Layout, in_channels: int = 1, num_classes: int = 160, activation: str = "relu",
                  dropout: float = 0.5, eps: float = 1e-5):
         super().__init__()
-        blocks: List[nn.Module] = [ConvolutionalBlock(in_channels, layout.stem, 3, 1, False, activation, eps)]
+        blocks: List[nn.Module] = [ConvolutionalBlock(in_channels, layout.stem, layout.stem_kernel, 1, False,
+                                                      activation, eps, stride=layout.stem_stride)]
         cin = layout.stem
         for _, cout, dilation in layout.stages:
             blocks.append(DilationBlock(cin, cout, dilation, layout.blocks_per_stage, activation, eps))
             cin = cout
-        blocks.append(ConvolutionalBlock(cin, layout.features, 1, 1, False, activation, eps))
-        blocks.append(nn.Dropout3d(dropout))
-        blocks.append(ConvolutionalBlock(layout.features, num_classes, 1, 1, False, None, eps))
+        for layer in layout.head_layers():
+            if layer.kind == "dropout":
+                blocks.append(nn.Dropout3d(dropout))
+                continue
+            cout = num_classes if layer.features is None else layer.features
+            act = activation if layer.activation else None
+            if layer.kind == "deconv":
+                blocks.append(DeconvolutionalBlock(cin, cout, layer.kernel, layer.stride, act, eps))
+            elif layer.kind == "conv":
+                blocks.append(ConvolutionalBlock(cin, cout, layer.kernel, 1, False, act, eps, stride=layer.stride))
+            else:
+                raise ValueError(f"head layer kind must be 'conv', 'deconv' or 'dropout', not {layer.kind!r}")
+            cin = cout
         self.block = nn.Sequential(*blocks)
 
     def forward(self, x):

@@ -5,6 +5,9 @@
 * :func:`check_target_spec` -- a mapping target's declared torch-free ``spec`` equals its model.
 * :mod:`tf2pt.testing.tf_fixtures` -- checkpoints of every kind, written by real TensorFlow.
 * :mod:`tf2pt.testing.niftynet` -- NiftyNet-layout HighRes3DNet checkpoints, written by real TF.
+* :mod:`tf2pt.testing.niftynet_zoo` -- NiftyNet 0.6.0's own networks run under TF 2 (shims) and
+  checkpoints written from them (needs ``pip install --no-deps niftynet==0.6.0``; never imported
+  by tf2pt itself).
 """
 
 from .parity import assert_parity
