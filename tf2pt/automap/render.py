@@ -35,6 +35,12 @@ def _value(v: Any) -> str:
 
 def render(p) -> str:
     module, factory = split_model_spec(p.model)
+    model_ref = p.model
+    if is_file_module(module):  # the file, as the mapping file will find it (relative to itself)
+        path = os.path.abspath(module)
+        if p.mapping_dir:
+            path = os.path.relpath(path, p.mapping_dir)
+        model_ref = f"{path}:{factory}"
     args = ", ".join([_value(a) for a in p.model_args] + [f"{k}={_value(v)}" for k, v in p.model_kwargs.items()])
     keys = sum(len(x.rows) for x in p.pairs)
     fills = sum(len(x.fills) for x in p.pairs)
@@ -79,7 +85,7 @@ def render(p) -> str:
     w(f"from tf2pt.mapping import {', '.join(sorted(imports))}")
     w("")
     w("# 1. the model, by MODULE:FACTORY, and the arguments it was matched with")
-    w(f"MODEL = {_s(p.model)}")
+    w(f"MODEL = {_s(model_ref)}")
     w(f"MODEL_ARGS = {_value(list(p.model_args))}")
     w(f"MODEL_KWARGS = {_value(dict(p.model_kwargs))}")
     w("")

@@ -18,7 +18,9 @@ from typing import Dict, List, Optional, Tuple
 
 from ..read._proto import ProtoError, as_bytes, iter_fields
 from ..read.graphdef import Node, parse_graphdef
-from .kinds import TF_ROLES, Shape, classify_tf
+from .kinds import CONV_OPS, CONV_TRANSPOSE_OPS, DENSE_OPS, DEPTHWISE_OPS, TF_ROLES, Shape, classify_tf
+
+KERNEL_OPS = CONV_OPS | CONV_TRANSPOSE_OPS | DENSE_OPS | DEPTHWISE_OPS
 
 VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp", "Const"}
 PASS_THROUGH = {"Identity", "ReadVariableOp", "Enter", "Switch", "Cast"}
@@ -87,13 +89,14 @@ def _readers(graph: TFGraph) -> Dict[str, List[Node]]:
 
 
 def _compute_op(name: str, consumers: Dict[str, List[Node]], depth: int = 0) -> Optional[Node]:
-    """The first non-pass-through op reading variable ``name`` (through ``/read`` Identities)."""
+    """The first kernel op (a convolution, a matmul) reading variable ``name``, through
+    ``/read`` Identities and resource reads."""
     for node in consumers.get(name, []):
         if node.op in PASS_THROUGH and depth < 4:
             found = _compute_op(node.name, consumers, depth + 1)
             if found is not None:
                 return found
-        elif node.op not in PASS_THROUGH and not node.op.startswith(("Assign", "Save", "Restore")):
+        elif node.op in KERNEL_OPS:
             return node
     return None
 
@@ -155,7 +158,7 @@ def _layer_tensors(op: Node, variables: Dict[str, str], consumers: Dict[str, Lis
 # the graph's input and output, for the generated file's verify facts
 # ---------------------------------------------------------------------------------------------
 
-_SIDE_EFFECTS = ("Assign", "Save", "Restore", "NoOp", "Merge")
+_SIDE_EFFECTS = ("Assign", "Save", "Restore", "NoOp")
 
 
 def graph_io(graph: TFGraph) -> Dict[str, object]:
@@ -167,7 +170,7 @@ def graph_io(graph: TFGraph) -> Dict[str, object]:
     by_name = {n.name: n for n in nodes}
     consumers = _readers(graph)
     placeholders = [n for n in nodes if n.op in ("Placeholder", "PlaceholderWithDefault")]
-    floats = [n for n in placeholders if _dtype(n) in (1, 2, 19) and n.op == "Placeholder"]
+    floats = [n for n in placeholders if _dtype(n) in (1, 2, 19)]
     result: Dict[str, object] = {}
     feeds = {f"{n.name}:0": False for n in placeholders
              if _dtype(n) == 10 and re.search(r"train|phase", n.name, re.I)}
@@ -182,21 +185,23 @@ def graph_io(graph: TFGraph) -> Dict[str, object]:
         return result
     inp = floats[0]
     result["input"] = f"{inp.name}:0"
-    bad_sources = {n.name for n in nodes if (n.op in ("Placeholder",) and n is not inp)
-                   or n.op.startswith("Iterator") or n.op == "IteratorGetNext"}
+    fed = {inp.name} | {k.split(":")[0] for k in feeds}
     tainted: Dict[str, bool] = {}
     reached = {inp.name}
     for node in nodes:  # graph order is a topological order in graphs TF writes
-        if node.name == inp.name:
+        if node.name in fed:
+            tainted[node.name] = False
             continue
         ins = [i.lstrip("^").split(":")[0] for i in node.inputs]
-        tainted[node.name] = node.name in bad_sources or any(tainted.get(i, False) for i in ins)
+        tainted[node.name] = (node.op == "Placeholder" or node.op.startswith("Iterator")
+                              or any(tainted.get(i, False) for i in ins))
         if any(i in reached for i in ins):
             reached.add(node.name)
-    candidates = [n for n in nodes if n.name in reached and not tainted.get(n.name, False)
-                  and not n.op.startswith(_SIDE_EFFECTS) and not any(
-                      c.op not in ("NoOp",) and not c.op.startswith(_SIDE_EFFECTS) for c in consumers.get(n.name, []))
-                  and _out_is_float(n, by_name)]
+    def clean(n: Node) -> bool:
+        return n.name in reached and not tainted.get(n.name, False) and not n.op.startswith(_SIDE_EFFECTS)
+
+    candidates = [n for n in nodes if clean(n) and n.name != inp.name and _out_is_float(n, by_name)
+                  and not any(clean(c) for c in consumers.get(n.name, []))]
     if candidates:
         out = candidates[-1]
         result["output"] = f"{out.name}:0"
