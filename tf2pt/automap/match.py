@@ -1,11 +1,14 @@
 """Matching TF layers to torch modules: by kind, by exact shape after the layout transform, by
 order within each kind (graph order against execution order), with names as a hint only.
 
-Within one kind the two sequences are aligned by dynamic programming: the order-preserving
-assignment with the most pairs, and among those the one whose names agree best (token overlap
-after stripping the common scope). Every TF layer and every module with state must end up in a
-pair, or nothing is proposed and :class:`~tf2pt.errors.NoCorrespondenceError` names the first TF
-layer (in TF order) without a counterpart and the model's next unmatched module.
+A module's shapes fix the TF shapes that can fill it (the transform is the module kind's), so
+every module fits at most one TF *signature* (kind and shapes). Matching therefore splits into
+one class per signature: its TF layers, in TF order, pair up with the modules that fit them, in
+the model's order. Every TF layer and every module with state must end up in a pair, or nothing
+is proposed and :class:`~tf2pt.errors.NoCorrespondenceError` names the first TF layer (in TF
+order) without a counterpart and the model's next unmatched module. Names (token overlap after
+stripping the common scope) are only a hint: where a class has more fitting modules than TF
+layers, they say which modules to leave out, so that the message points at the right one.
 
 A pick is a *tie* when another TF layer of the same kind has the very same shapes: shape alone
 could not tell them apart, order did (or running both frameworks did; see :mod:`.ties`).
@@ -85,35 +88,6 @@ def name_similarity(tf_scope: str, torch_path: str, strip: str = "") -> float:
     return len(a & b) / len(a | b) if a | b else 0.0
 
 
-def align(tf_seq: Sequence[TFLayer], pt_seq: Sequence[TorchModule], strip: str = ""):
-    """The order-preserving assignment with the most pairs (then the best name agreement).
-    Returns ``[(i, j, (rows, fills))]``."""
-    n, m = len(tf_seq), len(pt_seq)
-    comp = [[compatible(t, p) for p in pt_seq] for t in tf_seq]
-    # score[i][j]: best (pairs, similarity) for tf_seq[i:], pt_seq[j:]
-    score = [[(0, 0.0)] * (m + 1) for _ in range(n + 1)]
-    for i in range(n - 1, -1, -1):
-        for j in range(m - 1, -1, -1):
-            best = max(score[i + 1][j], score[i][j + 1])
-            if comp[i][j] is not None:
-                c, s = score[i + 1][j + 1]
-                best = max(best, (c + 1, s + name_similarity(tf_seq[i].scope, pt_seq[j].path, strip)))
-            score[i][j] = best
-    out, i, j = [], 0, 0
-    while i < n and j < m:
-        if comp[i][j] is not None:
-            c, s = score[i + 1][j + 1]
-            if (c + 1, s + name_similarity(tf_seq[i].scope, pt_seq[j].path, strip)) == score[i][j]:
-                out.append((i, j, comp[i][j]))
-                i, j = i + 1, j + 1
-                continue
-        if score[i + 1][j] == score[i][j]:
-            i += 1
-        else:
-            j += 1
-    return out
-
-
 def tf_words(layer: TFLayer) -> str:
     return describe_shapes(layer.kind, layer.shapes)
 
@@ -141,16 +115,27 @@ def match(layers: List[TFLayer], modules: List[TorchModule], unknown_tf: Sequenc
         raise NoCorrespondenceError(
             f"the model's module {m.path or '(root)'} ({torch_words(m)}) is of a kind tf2pt cannot match",
             path=where, hint="tf2pt matches convolutions, linear, batch-norm and PReLU layers; write the mapping by hand")
+    # Shapes after the transform are fixed by the module, so a module fits at most one TF
+    # signature (kind + shapes): matching splits into one class per signature, where the TF
+    # layers (in TF order) and the modules that fit them (in torch order) pair up in order.
     pairs: List[Pair] = []
     matched_tf, matched_pt = set(), set()
-    kinds = sorted({l.kind for l in layers} | {TORCH_KINDS[m.kind].tf_kind for m in modules})
-    for kind in kinds:
-        tf_seq = [l for l in layers if l.kind == kind]
-        pt_seq = sorted((m for m in modules if TORCH_KINDS[m.kind].tf_kind == kind), key=lambda m: m.order)
-        for i, j, (rows, fills) in align(tf_seq, pt_seq, strip):
-            pairs.append(Pair(tf_seq[i], pt_seq[j], rows, fills))
-            matched_tf.add(id(tf_seq[i]))
-            matched_pt.add(id(pt_seq[j]))
+    classes: Dict[Tuple, List[TFLayer]] = {}
+    for layer in layers:
+        classes.setdefault(layer.signature(), []).append(layer)
+    ordered = sorted(modules, key=lambda m: m.order)
+    for signature, tf_seq in classes.items():
+        fits = [(m, compatible(tf_seq[0], m)) for m in ordered if id(m) not in matched_pt]
+        fits = [(m, c) for m, c in fits if c is not None]
+        if len(fits) > len(tf_seq) and strip is not None:
+            # more modules than TF layers of this shape: names, as a hint, pick which ones
+            fits = sorted(fits, key=lambda mc: -max(name_similarity(t.scope, mc[0].path, strip) for t in tf_seq))
+            fits = sorted(fits[:len(tf_seq)], key=lambda mc: mc[0].order)
+        for layer, (module, _) in zip(tf_seq, fits):
+            rows, fills = compatible(layer, module)
+            pairs.append(Pair(layer, module, rows, fills))
+            matched_tf.add(id(layer))
+            matched_pt.add(id(module))
     lonely_tf = [l for l in layers if id(l) not in matched_tf]
     lonely_pt = sorted((m for m in modules if id(m) not in matched_pt), key=lambda m: m.order)
     if lonely_tf:

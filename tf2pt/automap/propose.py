@@ -89,6 +89,19 @@ def common_scope(names: Sequence[str]) -> str:
     return "/".join(prefix) + "/" if prefix else ""
 
 
+def _input_from_tf(layers) -> Optional[List[int]]:
+    """``[1, C, 16, ...]`` from the first TF layer with a kernel (its input channels and rank)."""
+    for layer in layers:
+        kernel = layer.shapes.get("kernel") or layer.shapes.get("depthwise_kernel")
+        if kernel is None:
+            continue
+        if layer.kind == "dense":
+            return [1, int(kernel[0])]
+        cin = kernel[-1] if layer.kind == "conv_transpose" else kernel[-2]
+        return [1, int(cin)] + [16] * (len(kernel) - 2)
+    return None
+
+
 def propose_mapping(checkpoint, model: str, model_kwargs=None, *, input_shape: Optional[Sequence[int]] = None,
                     run_ties: bool = True, mapping_dir: Optional[str] = None) -> Proposal:
     """Match ``checkpoint`` (a path or an open :class:`~tf2pt.read.Checkpoint`) to the torch model
@@ -114,7 +127,8 @@ def propose_mapping(checkpoint, model: str, model_kwargs=None, *, input_shape: O
         scope = common_scope(inference)
         torch_model = build_model(model, args, kwargs)
         modules = torch_modules(torch_model)
-        torch_order = execution_order(torch_model, modules, input_shape)
+        guess = input_shape or _input_from_tf(layers)
+        torch_order = execution_order(torch_model, modules, guess)
         tf_order = (f"graph order ({os.path.basename(graph.path)})" if graph is not None
                     else "natural sort of the names (no graph beside the checkpoint)")
         pairs = match(layers, modules, unknown, ckpt, strip=scope)
@@ -129,7 +143,7 @@ def propose_mapping(checkpoint, model: str, model_kwargs=None, *, input_shape: O
         if run_ties and proposal.ties:
             from .ties import settle_ties
 
-            settle_ties(proposal, ckpt, graph, torch_model, input_shape)
+            settle_ties(proposal, ckpt, graph, torch_model, guess)
         elif proposal.ties:
             proposal.tie_check = "not run (asked not to)"
         return proposal

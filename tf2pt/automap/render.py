@@ -38,8 +38,9 @@ def render(p) -> str:
     model_ref = p.model
     if is_file_module(module):  # the file, as the mapping file will find it (relative to itself)
         path = os.path.abspath(module)
-        if p.mapping_dir:
-            path = os.path.relpath(path, p.mapping_dir)
+        if p.mapping_dir:  # relative where the model sits at or below the mapping file
+            rel = os.path.relpath(path, p.mapping_dir)
+            path = path if rel.startswith(os.pardir) else rel
         model_ref = f"{path}:{factory}"
     args = ", ".join([_value(a) for a in p.model_args] + [f"{k}={_value(v)}" for k, v in p.model_kwargs.items()])
     keys = sum(len(x.rows) for x in p.pairs)
@@ -49,8 +50,9 @@ def render(p) -> str:
     w(f'"""Mapping proposed by `tf2pt map` (tf2pt {__version__}): review it, then use or commit it.')
     w("")
     w("Every rename row was matched by layer kind, exact shape after the layout transform and order;")
-    w("rows marked `# ambiguous: decided by order` are picks shape alone could not decide (see")
-    w("docs/auto-mapping.md). Check the result with `tf2pt verify CKPT --mapping THIS_FILE`.")
+    w("rows marked ambiguous are picks shape alone could not decide and order did; rows marked")
+    w("'tie settled by running' were decided by comparing activations with TensorFlow's")
+    w("(docs/auto-mapping.md). Check the result with `tf2pt verify CKPT --mapping THIS_FILE`.")
     w('"""')
     w("")
     w(f"# checkpoint:  {_c(p.checkpoint)} ({_c(p.checkpoint_kind)})")

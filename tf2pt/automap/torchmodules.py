@@ -165,6 +165,7 @@ def execution_order(model, modules: List[TorchModule], input_shape: Optional[Seq
     was found (for the report). Modules that never ran keep their place after those that did."""
     import torch
 
+    given = bool(input_shape)
     shape = list(input_shape) if input_shape else _guess_input(model, modules)
     if shape is None:
         return "registration order (no input shape could be inferred; give --input-shape)"
@@ -177,7 +178,7 @@ def execution_order(model, modules: List[TorchModule], input_shape: Optional[Seq
             hooks.append(mod.register_forward_pre_hook(_recorder(first, m.path)))
     was_training = model.training
     tried = [shape]
-    if not input_shape and len(shape) > 2:
+    if len(shape) > 2:
         tried.append(shape[:2] + [32] * (len(shape) - 2))
     error = None
     try:
