@@ -137,20 +137,20 @@ def test_verify_with_model_proposes_and_verifies(deepbrain_graph, cli_run, tmp_p
 
 
 def write_tie_checkpoint(tf, directory: Path) -> str:
-    """A TF1 Saver checkpoint (with its .meta) of stem -> mix_b -> mix_a -> head, trained one Adam
-    step: ``mix_b`` runs first but sorts after ``mix_a`` by name."""
+    """A TF1 Saver checkpoint (with its .meta) of 3D convs stem -> mix_b -> mix_a -> head, trained
+    one Adam step: ``mix_b`` runs first but sorts after ``mix_a`` by name."""
     v1 = tf.compat.v1
     graph = tf.Graph()
     rng = np.random.default_rng(5)
     with graph.as_default():
-        images = v1.placeholder(tf.float32, [None, None, None, 1], name="images")
-        labels = v1.placeholder(tf.int32, [None, None, None], name="labels")
+        images = v1.placeholder(tf.float32, [None, None, None, None, 1], name="images")
+        labels = v1.placeholder(tf.int32, [None, None, None, None], name="labels")
 
         def conv(x, name, cin, cout, k, relu=True):
             with v1.variable_scope(name):
-                w = v1.get_variable("kernel", initializer=rng.standard_normal((k, k, cin, cout)).astype(np.float32) * 0.5)
+                w = v1.get_variable("kernel", initializer=rng.standard_normal((k, k, k, cin, cout)).astype(np.float32) * 0.3)
                 b = v1.get_variable("bias", initializer=rng.standard_normal(cout).astype(np.float32))
-            y = tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), b)
+            y = tf.nn.bias_add(tf.nn.conv3d(x, w, [1] * 5, "SAME"), b)
             return tf.nn.relu(y) if relu else y
 
         with v1.variable_scope("net"):
@@ -164,8 +164,8 @@ def write_tie_checkpoint(tf, directory: Path) -> str:
         saver = v1.train.Saver()
         with v1.Session(graph=graph) as sess:
             sess.run(v1.global_variables_initializer())
-            sess.run(train, {images: rng.standard_normal((2, 8, 8, 1)).astype(np.float32),
-                             labels: rng.integers(0, 2, (2, 8, 8)).astype(np.int32)})
+            sess.run(train, {images: rng.standard_normal((2, 8, 8, 8, 1)).astype(np.float32),
+                             labels: rng.integers(0, 2, (2, 8, 8, 8)).astype(np.int32)})
             return saver.save(sess, str(directory / "model.ckpt"), global_step=1)
 
 
@@ -176,7 +176,7 @@ def tie_checkpoint(tmp_path_factory, tf):
 
 def _tf_value(checkpoint, name):
     with open_checkpoint(checkpoint) as ckpt:
-        return torch.from_numpy(np.ascontiguousarray(TRANSFORMS["conv2d"](ckpt.read(name))))
+        return torch.from_numpy(np.ascontiguousarray(TRANSFORMS["conv3d"](ckpt.read(name))))
 
 
 def test_tie_is_settled_by_running_the_graph(tie_checkpoint, cli_run, tmp_path):
@@ -265,3 +265,15 @@ def test_convert_with_a_model_that_does_not_fit_leaves_nothing(cli_run, tmp_path
     r = cli_run("convert", EXAMPLE, "--model", "tf2pt.models.deepbrain:DeepBrainUNet", "-o", out)
     assert r.returncode == 2 and "has no counterpart" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_facts_of_a_training_graph_name_its_output(tie_checkpoint, tmp_path, tf):
+    """The .meta of a training graph (Adam, a labels placeholder, gradients): the facts point at
+    the forward's input and output, and verify passes with them."""
+    out = tmp_path / "tie_map.py"
+    out.write_text(tf2pt.propose_mapping(tie_checkpoint, f"{MODELS}:TieNet", run_ties=False).render())
+    verify = load_file(str(out)).verify
+    assert (verify.tf_input, verify.tf_output) == ("images:0", "net/logits:0")
+    from tf2pt.testing import assert_parity
+
+    assert_parity(tie_checkpoint, str(out), synthetic=(12, 12, 12))

@@ -54,14 +54,15 @@ def deepbrain_style_unet():
 
 
 class TieNet(nn.Module):
-    """stem (1->4) -> first (4->4) -> second (4->4) -> head (4->2); ``second`` is registered first."""
+    """3x3x3 convs stem (1->4) -> first (4->4) -> second (4->4) -> head (4->2); ``second`` is
+    registered first."""
 
     def __init__(self, channels=4, classes=2):
         super().__init__()
-        self.second = nn.Conv2d(channels, channels, 3, padding=1)
-        self.first = nn.Conv2d(channels, channels, 3, padding=1)
-        self.stem = nn.Conv2d(1, channels, 3, padding=1)
-        self.head = nn.Conv2d(channels, classes, 1)
+        self.second = nn.Conv3d(channels, channels, 3, padding=1)
+        self.first = nn.Conv3d(channels, channels, 3, padding=1)
+        self.stem = nn.Conv3d(1, channels, 3, padding=1)
+        self.head = nn.Conv3d(channels, classes, 1)
 
     def forward(self, x):
         x = F.relu(self.stem(x))

@@ -54,7 +54,7 @@ class Proposal:
             for p in settled:
                 others = ", ".join(f"{m} {e:.2e}" for m, e in p.evidence.items() if m != p.module.path)
                 lines.append(f"    {p.tf.scope} -> {p.module.path} (error {p.evidence.get(p.module.path, 0):.2e}; "
-                             f"others: {others})")
+                             + (f"others: {others})" if others else "the last candidate left)"))
         if self.ambiguous:
             lines.append(f"  ambiguous: {len(self.ambiguous)} picks shape alone could not decide, decided by order:")
             for p in self.ambiguous:
@@ -89,17 +89,24 @@ def common_scope(names: Sequence[str]) -> str:
     return "/".join(prefix) + "/" if prefix else ""
 
 
-def _input_from_tf(layers) -> Optional[List[int]]:
-    """``[1, C, 16, ...]`` from the first TF layer with a kernel (its input channels and rank)."""
+def _inputs_from_tf(layers, graph) -> List[List[int]]:
+    """Input shapes to try, ``[1, C, 16, ...]``, from the TF layers with a kernel (their input
+    channels and rank): the first one in graph order first; without a graph every distinct one."""
+    out: List[List[int]] = []
     for layer in layers:
         kernel = layer.shapes.get("kernel") or layer.shapes.get("depthwise_kernel")
         if kernel is None:
             continue
         if layer.kind == "dense":
-            return [1, int(kernel[0])]
-        cin = kernel[-1] if layer.kind == "conv_transpose" else kernel[-2]
-        return [1, int(cin)] + [16] * (len(kernel) - 2)
-    return None
+            shape = [1, int(kernel[0])]
+        else:
+            cin = kernel[-1] if layer.kind == "conv_transpose" else kernel[-2]
+            shape = [1, int(cin)] + [16] * (len(kernel) - 2)
+        if shape not in out:
+            out.append(shape)
+        if graph is not None or len(out) >= 8:
+            break
+    return out
 
 
 def propose_mapping(checkpoint, model: str, model_kwargs=None, *, input_shape: Optional[Sequence[int]] = None,
@@ -127,8 +134,7 @@ def propose_mapping(checkpoint, model: str, model_kwargs=None, *, input_shape: O
         scope = common_scope(inference)
         torch_model = build_model(model, args, kwargs)
         modules = torch_modules(torch_model)
-        guess = input_shape or _input_from_tf(layers)
-        torch_order = execution_order(torch_model, modules, guess)
+        torch_order, guess = execution_order(torch_model, modules, input_shape, _inputs_from_tf(layers, graph))
         tf_order = (f"graph order ({os.path.basename(graph.path)})" if graph is not None
                     else "natural sort of the names (no graph beside the checkpoint)")
         pairs = match(layers, modules, unknown, ckpt, strip=scope)

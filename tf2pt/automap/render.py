@@ -186,7 +186,8 @@ def _mark(pair) -> str:
         return "# ambiguous: decided by order"
     if pair.tie and pair.decided_by == "running":
         others = ", ".join(f"{m} {e:.1e}" for m, e in pair.evidence.items() if m != pair.module.path)
-        return f"# tie settled by running: error {pair.evidence.get(pair.module.path, 0.0):.1e} (others: {_c(others)})"
+        others = f"others: {others}" if others else "the last candidate left"
+        return f"# tie settled by running: error {pair.evidence.get(pair.module.path, 0.0):.1e} ({_c(others)})"
     return ""
 
 

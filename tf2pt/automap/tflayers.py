@@ -159,12 +159,15 @@ def _layer_tensors(op: Node, variables: Dict[str, str], consumers: Dict[str, Lis
 # ---------------------------------------------------------------------------------------------
 
 _SIDE_EFFECTS = ("Assign", "Save", "Restore", "NoOp")
+#: node names that say "this is the model's output" (preferred over the last sink)
+OUTPUT_NAMES = re.compile(r"(logits|outputs?|prob|probs|probabilit(y|ies)|predictions?|softmax|sigmoid|y_pred)$", re.I)
 
 
 def graph_io(graph: TFGraph) -> Dict[str, object]:
     """``{"input", "output", "feeds", "output_kind"}`` where they can be read off the graph: the
-    one float ``Placeholder`` (an input the model can run from), the last node in graph order that
-    depends on it but on no other placeholder or iterator, and ``False`` for boolean
+    one float placeholder (an input the model can run from); the last node in graph order that
+    depends on it and on no other placeholder or iterator, outside ``gradients/``, preferring
+    one named like an output (``logits``, ``prob``, ...); and ``False`` for boolean
     placeholders named like a training switch. Missing keys: undecidable."""
     nodes = graph.nodes
     by_name = {n.name: n for n in nodes}
@@ -198,10 +201,13 @@ def graph_io(graph: TFGraph) -> Dict[str, object]:
         if any(i in reached for i in ins):
             reached.add(node.name)
     def clean(n: Node) -> bool:
-        return n.name in reached and not tainted.get(n.name, False) and not n.op.startswith(_SIDE_EFFECTS)
+        return (n.name in reached and not tainted.get(n.name, False) and not n.op.startswith(_SIDE_EFFECTS)
+                and not re.search(r"(^|/)gradients(_\d+)?/", n.name))
 
-    candidates = [n for n in nodes if clean(n) and n.name != inp.name and _out_is_float(n, by_name)
-                  and not any(clean(c) for c in consumers.get(n.name, []))]
+    outputs = [n for n in nodes if clean(n) and n.name != inp.name and _out_is_float(n, by_name)]
+    named = [n for n in outputs if OUTPUT_NAMES.match(n.name.rpartition("/")[2])]
+    candidates = named or [n for n in outputs if not any(
+        clean(c) and _out_is_float(c, by_name) for c in consumers.get(n.name, []))]
     if candidates:
         out = candidates[-1]
         result["output"] = f"{out.name}:0"
@@ -224,7 +230,8 @@ def _producer_op(node: Node, by_name: Dict[str, Node]) -> str:
 
 
 def _out_is_float(node: Node, by_name: Dict[str, Node]) -> bool:
-    if node.op in ("Greater", "Less", "Equal", "ArgMax", "Shape", "Cast", "Size", "Rank"):
+    if node.op in ("Greater", "Less", "Equal", "ArgMax", "Shape", "ShapeN", "Cast", "Size", "Rank") \
+            or "out_type" in node.attrs:
         return False
     dtype = _dtype(node)
     return dtype in (None, 1, 2, 19)

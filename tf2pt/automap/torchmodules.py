@@ -160,15 +160,27 @@ def _recorder(first: Dict[str, int], path: str):
     return hook
 
 
-def execution_order(model, modules: List[TorchModule], input_shape: Optional[Sequence[int]] = None) -> str:
-    """Set each module's ``order`` to when it first ran on a small input; returns how the order
-    was found (for the report). Modules that never ran keep their place after those that did."""
+def execution_order(model, modules: List[TorchModule], input_shape: Optional[Sequence[int]] = None,
+                    hints: Sequence[Sequence[int]] = ()) -> Tuple[str, Optional[List[int]]]:
+    """Set each module's ``order`` to when it first ran on a small input. Returns how the order
+    was found (for the report) and the input shape that ran. Tries ``input_shape`` when given,
+    else the ``hints`` (shapes read off the TF layers) and one inferred from the model's first
+    layer, each at spatial size 16 and 32. Modules that never ran keep their registration order
+    after those that did; where no forward runs, registration order stands."""
     import torch
 
-    given = bool(input_shape)
-    shape = list(input_shape) if input_shape else _guess_input(model, modules)
-    if shape is None:
-        return "registration order (no input shape could be inferred; give --input-shape)"
+    if input_shape:
+        tried = [list(input_shape)]
+    else:
+        tried = []
+        own = _guess_input(model, modules)
+        for shape in list(hints) + ([own] if own else []):
+            for size in (16, 32):
+                candidate = list(shape[:2]) + [size] * (len(shape) - 2)
+                if candidate not in tried:
+                    tried.append(candidate)
+    if not tried:
+        return "registration order (no input shape could be inferred; give --input-shape)", None
     named = dict(model.named_modules())
     first: Dict[str, int] = {}
     hooks = []
@@ -177,10 +189,7 @@ def execution_order(model, modules: List[TorchModule], input_shape: Optional[Seq
         if mod is not None:
             hooks.append(mod.register_forward_pre_hook(_recorder(first, m.path)))
     was_training = model.training
-    tried = [shape]
-    if len(shape) > 2:
-        tried.append(shape[:2] + [32] * (len(shape) - 2))
-    error = None
+    error, ran = None, None
     try:
         model.eval()
         for candidate in tried:
@@ -188,19 +197,20 @@ def execution_order(model, modules: List[TorchModule], input_shape: Optional[Seq
             try:
                 with torch.no_grad():
                     model(torch.randn(*candidate))
-                error = None
-                shape = candidate
+                ran = candidate
                 break
             except Exception as exc:  # the model's own code; any failure means: no order from it
-                error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                text = str(exc).splitlines()[0][:200] if str(exc) else ""
+                error = error or f"{type(exc).__name__}: {text}"
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    if error is not None:
-        return f"registration order (a forward on {tried[-1]} failed: {error}; give --input-shape)"
+    if ran is None:
+        return (f"registration order (no forward ran on {', '.join(map(str, tried[:4]))}"
+                f"{' ...' if len(tried) > 4 else ''}: {error}; give --input-shape)"), None
     n = len(first)
     for m in modules:
         m.ran = m.path in first
         m.order = float(first[m.path]) if m.ran else float(n + m.registration)
-    return f"execution order (forward hooks on an input of shape {shape})"
+    return f"execution order (forward hooks on an input of shape {ran})", ran
