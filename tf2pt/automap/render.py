@@ -138,11 +138,14 @@ def render(p) -> str:
         for key, value, reason in pair.fills:
             local = key.rpartition(".")[2]
             fill_rules.setdefault(local, (value, reason))
-    w("FILL = [")
-    for local, (value, reason) in fill_rules.items():
-        pattern = _s(r"(?:.*\.)?" + re.escape(local))
-        w(f"    Fill({pattern}, {_value(value)}, {_s(reason)}),")
-    w("]")
+    if not fill_rules:
+        w("FILL = []")
+    else:
+        w("FILL = [")
+        for local, (value, reason) in fill_rules.items():
+            pattern = _s(r"(?:.*\.)?" + re.escape(local))
+            w(f"    Fill({pattern}, {_value(value)}, {_s(reason)}),")
+        w("]")
     w("")
     if has_verify:
         w("# 6. verify facts read off the graph (check them: a heuristic picked the output)")
