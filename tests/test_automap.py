@@ -277,3 +277,25 @@ def test_verify_facts_of_a_training_graph_name_its_output(tie_checkpoint, tmp_pa
     from tf2pt.testing import assert_parity
 
     assert_parity(tie_checkpoint, str(out), synthetic=(12, 12, 12))
+
+
+def test_names_from_a_hostile_checkpoint_stay_strings_and_comments():
+    import ast
+
+    from tf2pt.automap.render import _c, _s
+
+    for text in ['a"b', "a'b", 'x"\n__import__("os").system("echo hi")\n"', "a\\", r"conv\.0/w", "\u2028x"]:
+        assert ast.literal_eval(_s(text)) == text
+        assert "\n" not in _c(text) and "\u2028" not in _c(text) and "\r" not in _c(text)
+
+
+def test_map_refuses_to_overwrite_and_wants_a_py_file(cli_run, tmp_path):
+    out = tmp_path / "m.py"
+    out.write_text("# mine\n")
+    r = cli_run("map", EXAMPLE, "--model", "tf2pt.models.deepbrain:DeepBrainUNet", "-o", out)
+    assert r.returncode == 2 and "already exists" in r.stderr and out.read_text() == "# mine\n"
+    r = cli_run("map", EXAMPLE, "--model", "tf2pt.models.deepbrain:DeepBrainUNet", "-o", tmp_path / "m.txt")
+    assert r.returncode == 2 and "must end in .py" in r.stderr
+    r = cli_run("map", EXAMPLE, "--model", "no_such_module_here:Net", "-o", tmp_path / "n.py")
+    assert r.returncode == 2 and "cannot import model module 'no_such_module_here'" in r.stderr
+    assert not (tmp_path / "n.py").exists()

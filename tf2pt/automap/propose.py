@@ -30,6 +30,7 @@ class Proposal:
     spatial_multiple: int = 1
     notes: List[str] = field(default_factory=list)
     tie_check: Optional[str] = None  # how ties were settled by running, or why they were not
+    in_channels: Optional[int] = None  # of the input the model ran on (verify prepares volumes with it)
     mapping_dir: Optional[str] = None  # where the file will be written (relative model paths)
 
     @property
@@ -143,7 +144,8 @@ def propose_mapping(checkpoint, model: str, model_kwargs=None, *, input_shape: O
             pairs=pairs, scope=scope, inference_variables=len(inference),
             roles=sorted({v.role for v in ckpt.variables.values()}), tf_order=tf_order, torch_order=torch_order,
             graph_io=graph_io(graph) if graph is not None else {},
-            spatial_multiple=spatial_multiple(graph) if graph is not None else 1, mapping_dir=mapping_dir)
+            spatial_multiple=spatial_multiple(graph) if graph is not None else 1, mapping_dir=mapping_dir,
+            in_channels=int(guess[1]) if guess and len(guess) > 1 else None)
         if not torch_order.startswith("execution"):
             proposal.notes.append("the model's order is its registration order: check the ambiguous picks")
         if run_ties and proposal.ties:

@@ -115,6 +115,8 @@ def render(p) -> str:
     w(f"    framework={_s('TensorFlow frozen GraphDef' if p.checkpoint_kind == 'graphdef' else 'TensorFlow')},")
     w("    scope=SCOPE,")
     w(f"    variables={p.inference_variables},  # inference variables, every one mapped below")
+    if p.in_channels:
+        w(f"    meta={{'in_channels': {int(p.in_channels)}}},")
     w(")")
     w("")
     w("# 3. ignore rules")
