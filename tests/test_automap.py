@@ -301,3 +301,19 @@ def test_map_refuses_to_overwrite_and_wants_a_py_file(cli_run, tmp_path):
     r = cli_run("map", EXAMPLE, "--model", "no_such_module_here:Net", "-o", tmp_path / "n.py")
     assert r.returncode == 2 and "cannot import model module 'no_such_module_here'" in r.stderr
     assert not (tmp_path / "n.py").exists()
+
+
+def test_a_tf2_object_graph_checkpoint_maps_by_its_readable_names(checkpoints, cli_run, tmp_path):
+    """A TF2 object-based checkpoint of a small Keras model (conv, BN, dense; Adam slots): grouped
+    by the object graph's readable names, ordered by natural sort (there is no graph)."""
+    ckpt = checkpoints("tf2_keras")
+    out = tmp_path / "keras_map.py"
+    _map(cli_run, ckpt, f"{MODELS}:SmallKerasLikeNet", out)
+    assert_conforms(out, ckpt)
+    state, _ = tf2pt.convert(ckpt, mapping=str(out))
+    with open_checkpoint(ckpt) as c:
+        by_readable = {v.readable_name: c.read(n) for n, v in c.variables.items() if v.role == "inference"}
+    assert torch.equal(state["classifier.weight"], torch.from_numpy(by_readable["dense/kernel"].T.copy()))
+    assert torch.equal(state["features.1.running_var"], torch.from_numpy(by_readable["bn/moving_variance"]))
+    assert torch.equal(state["features.0.weight"],
+                       torch.from_numpy(np.ascontiguousarray(by_readable["conv2d_1/kernel"].transpose(3, 2, 0, 1))))

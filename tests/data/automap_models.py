@@ -79,3 +79,15 @@ def monai_highresnet(in_channels=1, num_classes=160):
                        dropout_prob=0.0, bias=False, channel_matching="pad")
     model.blocks[-1].adn.A = nn.Identity()
     return model
+
+
+class SmallKerasLikeNet(nn.Module):
+    """conv (2->4, 3x3) -> batch norm -> global average pool -> linear (4->3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4, eps=1e-3))
+        self.classifier = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
