@@ -317,3 +317,15 @@ def test_a_tf2_object_graph_checkpoint_maps_by_its_readable_names(checkpoints, c
     assert torch.equal(state["features.1.running_var"], torch.from_numpy(by_readable["bn/moving_variance"]))
     assert torch.equal(state["features.0.weight"],
                        torch.from_numpy(np.ascontiguousarray(by_readable["conv2d_1/kernel"].transpose(3, 2, 0, 1))))
+
+
+def test_batch_norm_against_group_norm_is_named(cli_run, tmp_path):
+    model = tmp_path / "gn_model.py"
+    model.write_text(
+        "from torch import nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv3d(1, 16, 3, padding=1, bias=False), nn.GroupNorm(4, 16), nn.ReLU())\n")
+    out = tmp_path / "m.py"
+    r = cli_run("map", EXAMPLE, "--model", f"{model}:build", "-o", out)
+    assert r.returncode == 2 and not out.exists()
+    assert "the model's module 1 (GroupNorm with weight [16], bias [16]) is of a kind tf2pt cannot match" in r.stderr
