@@ -329,3 +329,58 @@ def test_batch_norm_against_group_norm_is_named(cli_run, tmp_path):
     r = cli_run("map", EXAMPLE, "--model", f"{model}:build", "-o", out)
     assert r.returncode == 2 and not out.exists()
     assert "the model's module 1 (GroupNorm with weight [16], bias [16]) is of a kind tf2pt cannot match" in r.stderr
+
+
+def write_bn_tie_checkpoint(tf, directory: Path) -> str:
+    """stem conv -> bn_y (fused, runs first) -> mid conv -> bn_x (fused) -> head, one Adam step."""
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    rng = np.random.default_rng(7)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    with graph.as_default():
+        images = v1.placeholder(tf.float32, [None, None, None, None, 1], name="images")
+        labels = v1.placeholder(tf.int32, [None, None, None, None], name="labels")
+
+        def conv(x, name, cin, cout, k):
+            with v1.variable_scope(name):
+                w = v1.get_variable("kernel", initializer=f32(k, k, k, cin, cout) * 0.3)
+                b = v1.get_variable("bias", initializer=f32(cout))
+            return tf.nn.bias_add(tf.nn.conv3d(x, w, [1] * 5, "SAME"), b)
+
+        def bn(x, name, c):
+            with v1.variable_scope(name):
+                gamma = v1.get_variable("gamma", initializer=1 + 0.3 * f32(c))
+                beta = v1.get_variable("beta", initializer=f32(c))
+                mean = v1.get_variable("moving_mean", initializer=f32(c), trainable=False)
+                var = v1.get_variable("moving_variance", initializer=np.abs(f32(c)) + 0.5, trainable=False)
+            y, _, _ = v1.nn.fused_batch_norm(x, gamma, beta, mean, var, epsilon=1e-3, is_training=False,
+                                             data_format="NDHWC")
+            return y
+
+        with v1.variable_scope("net"):
+            h = tf.nn.relu(bn(conv(images, "stem", 1, 4, 3), "bn_y", 4))
+            h = tf.nn.relu(bn(conv(h, "mid", 4, 4, 3), "bn_x", 4))
+            logits = tf.identity(conv(h, "head", 4, 2, 1), name="logits")
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        step = v1.train.get_or_create_global_step()
+        train = v1.train.AdamOptimizer(0.01).minimize(loss, global_step=step)
+        saver = v1.train.Saver()
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            sess.run(train, {images: f32(2, 8, 8, 8, 1), labels: rng.integers(0, 2, (2, 8, 8, 8)).astype(np.int32)})
+            return saver.save(sess, str(directory / "model.ckpt"), global_step=1)
+
+
+def test_batch_norm_ties_are_settled_by_the_fused_op(tf, tmp_path):
+    ckpt = write_bn_tie_checkpoint(tf, tmp_path)
+    proposal = tf2pt.propose_mapping(ckpt, f"{MODELS}:BNTieNet")
+    pairs = {p.tf.scope: p for p in proposal.pairs}
+    assert pairs["net/bn_y"].module.path == "early" and pairs["net/bn_x"].module.path == "late"
+    assert pairs["net/bn_y"].decided_by == "running" and pairs["net/bn_y"].evidence["late"] > 1e-2
+    assert not proposal.ambiguous
+    out = tmp_path / "bn_map.py"
+    out.write_text(proposal.render())
+    assert_conforms(out, ckpt)
+    from tf2pt.testing import assert_parity
+
+    assert_parity(ckpt, str(out), synthetic=(12, 12, 12))

@@ -91,3 +91,20 @@ class SmallKerasLikeNet(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+class BNTieNet(nn.Module):
+    """stem conv -> early BN -> mid conv -> late BN -> head; ``late`` is registered first."""
+
+    def __init__(self, channels=4, classes=2):
+        super().__init__()
+        self.late = nn.BatchNorm3d(channels, eps=1e-3)
+        self.early = nn.BatchNorm3d(channels, eps=1e-3)
+        self.stem = nn.Conv3d(1, channels, 3, padding=1)
+        self.mid = nn.Conv3d(channels, channels, 3, padding=1)
+        self.head = nn.Conv3d(channels, classes, 1)
+
+    def forward(self, x):
+        x = F.relu(self.early(self.stem(x)))
+        x = F.relu(self.late(self.mid(x)))
+        return self.head(x)

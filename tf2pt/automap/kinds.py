@@ -28,6 +28,7 @@ CONV_OPS = {"Conv1D", "Conv2D", "Conv3D"}
 CONV_TRANSPOSE_OPS = {"Conv2DBackpropInput", "Conv3DBackpropInput", "Conv3DBackpropInputV2"}
 DENSE_OPS = {"MatMul", "BatchMatMul", "BatchMatMulV2"}
 DEPTHWISE_OPS = {"DepthwiseConv2dNative"}
+BATCHNORM_OPS = {"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"}
 
 
 def classify_tf(roles: Dict[str, Shape], op: Optional[str], name: str) -> Optional[str]:

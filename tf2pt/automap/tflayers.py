@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..read._proto import ProtoError, as_bytes, iter_fields
 from ..read.graphdef import Node, parse_graphdef
-from .kinds import CONV_OPS, CONV_TRANSPOSE_OPS, DENSE_OPS, DEPTHWISE_OPS, TF_ROLES, Shape, classify_tf
+from .kinds import BATCHNORM_OPS, CONV_OPS, CONV_TRANSPOSE_OPS, DENSE_OPS, DEPTHWISE_OPS, TF_ROLES, Shape, classify_tf
 
 KERNEL_OPS = CONV_OPS | CONV_TRANSPOSE_OPS | DENSE_OPS | DEPTHWISE_OPS
 
@@ -88,15 +88,16 @@ def _readers(graph: TFGraph) -> Dict[str, List[Node]]:
     return consumers
 
 
-def _compute_op(name: str, consumers: Dict[str, List[Node]], depth: int = 0) -> Optional[Node]:
-    """The first kernel op (a convolution, a matmul) reading variable ``name``, through
-    ``/read`` Identities and resource reads."""
+def _compute_op(name: str, consumers: Dict[str, List[Node]], accept=None, depth: int = 0) -> Optional[Node]:
+    """The first op of ``accept`` (default: a convolution, a matmul) reading variable ``name``,
+    through ``/read`` Identities and resource reads."""
+    accept = KERNEL_OPS if accept is None else accept
     for node in consumers.get(name, []):
         if node.op in PASS_THROUGH and depth < 4:
-            found = _compute_op(node.name, consumers, depth + 1)
+            found = _compute_op(node.name, consumers, accept, depth + 1)
             if found is not None:
                 return found
-        elif node.op in KERNEL_OPS:
+        elif node.op in accept:
             return node
     return None
 
@@ -128,6 +129,8 @@ def tf_layers(checkpoint, graph: Optional[TFGraph]) -> Tuple[List[TFLayer], List
         if kind is None:
             unknown.extend(variables.values())
             continue
+        if kind == "batchnorm" and graph is not None:  # a fused batch norm is one op to fetch
+            op_node = _compute_op(variables["moving_mean"], consumers, BATCHNORM_OPS)
         seen = [position[v] for v in variables.values() if v in position]
         order = float(min(seen)) if seen else float("inf")
         layer = TFLayer(scope, kind, variables, shapes, order, op_node.op if op_node is not None else None)
@@ -146,7 +149,7 @@ def tf_layers(checkpoint, graph: Optional[TFGraph]) -> Tuple[List[TFLayer], List
 def _layer_tensors(op: Node, variables: Dict[str, str], consumers: Dict[str, List[Node]]) -> Dict[str, str]:
     """The tensor a layer's output is (its op, or the BiasAdd after it when the layer has a bias)."""
     out = op
-    if "bias" in variables:
+    if "bias" in variables and op.op not in BATCHNORM_OPS:
         for node in consumers.get(op.name, []):
             if node.op in ("BiasAdd", "Add", "AddV2"):
                 out = node
