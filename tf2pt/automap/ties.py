@@ -3,8 +3,8 @@
 Where the checkpoint has a graph TensorFlow can run (a ``.meta`` beside a bundle, a frozen
 ``.pb``) and TensorFlow is installed, the graph runs once on a small random input in a child
 process (:mod:`.tfrun`), fetching the output tensor of every tied TF layer (the op that reads
-its kernel, or the ``BiasAdd`` after it; a fused batch norm's op). Then, in TF order, each tied TF layer is tried in
-each still-open candidate module: the model is loaded with the proposal so far, that layer's
+its kernel, or the ``BiasAdd`` after it; a fused batch norm's op). Then, in TF order, each
+tied TF layer is tried in each still-open candidate module: the model is loaded with the proposal so far, that layer's
 weights put into the candidate (the candidate's own layer moved to the layer's module), and
 the candidate's output is compared with TF's. The candidate with the smallest error wins when
 that error is small (``1e-3`` of TF's output range); the errors of all candidates are the
