@@ -384,3 +384,38 @@ def test_batch_norm_ties_are_settled_by_the_fused_op(tf, tmp_path):
     from tf2pt.testing import assert_parity
 
     assert_parity(ckpt, str(out), synthetic=(12, 12, 12))
+
+
+def test_a_kernel_the_graph_reads_transposed_is_not_transposed_again(tf, tmp_path):
+    """A square dense kernel has the same shape either way round: the graph's ``MatMul``
+    ``transpose_b`` says which way it is read."""
+    v1 = tf.compat.v1
+    rng = np.random.default_rng(3)
+    w1, b1 = rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    w2, b2 = rng.standard_normal((4, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 6], name="x")
+        h = tf.nn.relu(tf.matmul(x, tf.constant(w1, name="fc1/kernel")) + tf.constant(b1, name="fc1/bias"))
+        tf.identity(tf.matmul(h, tf.constant(w2, name="fc2/kernel"), transpose_b=True)
+                    + tf.constant(b2, name="fc2/bias"), name="logits")
+    pb = tmp_path / "mlp.pb"
+    pb.write_bytes(graph.as_graph_def().SerializeToString())
+    model = tmp_path / "mlp.py"
+    model.write_text("from torch import nn\n"
+                     "def build():\n"
+                     "    return nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 4))\n")
+    proposal = tf2pt.propose_mapping(str(pb), f"{model}:build")
+    rows = {key: (tf_name, t) for p in proposal.pairs for tf_name, key, t in p.rows}
+    assert rows["0.weight"] == ("fc1/kernel", "dense") and rows["2.weight"] == ("fc2/kernel", "identity")
+    out = tmp_path / "mlp_map.py"
+    out.write_text(proposal.render())
+    assert_conforms(out, str(pb))
+    state, _ = tf2pt.convert(str(pb), mapping=str(out))
+    net = load_file(str(out)).default_target.build()
+    net.load_state_dict(state)
+    xs = rng.standard_normal((3, 6)).astype(np.float32)
+    with v1.Session(graph=graph) as sess:
+        expected = sess.run("logits:0", {"x:0": xs})
+    with torch.no_grad():
+        assert np.allclose(net(torch.from_numpy(xs)).numpy(), expected, atol=1e-5)

@@ -76,7 +76,11 @@ class TorchKind:
     #: torch keys with no TF counterpart -> (value, reason)
     fills: Dict[str, Tuple[object, str]] = field(default_factory=dict)
 
-    def transform(self, role: str, tf_shape: Shape) -> str:
+    def transform(self, role: str, tf_shape: Shape, layout: Optional[str] = None) -> str:
+        """The transform for a TF variable of ``role``; ``layout="transposed"``: the graph reads
+        the kernel transposed (``MatMul`` with ``transpose_b``), so it already is torch's."""
+        if layout == "transposed" and self.name == "dense" and role == "kernel":
+            return "identity"
         t = self.transforms.get(role, "identity")
         return t(tf_shape) if callable(t) else t
 

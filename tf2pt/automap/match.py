@@ -57,7 +57,7 @@ def compatible(layer: TFLayer, module: TorchModule):
             role = tk.params[local]
             if role not in layer.variables:
                 return None
-            transform = tk.transform(role, layer.shapes[role])
+            transform = tk.transform(role, layer.shapes[role], layer.layout)
             try:
                 out = get_transform(transform).out_shape(layer.shapes[role])
             except ValueError:

@@ -37,9 +37,11 @@ class TFLayer:
     op: Optional[str] = None         # the graph op that reads the kernel
     #: graph tensors: the layer's input and output (for settling ties by running)
     tensors: Dict[str, str] = field(default_factory=dict)
+    #: "transposed" when the graph reads a dense kernel transposed (``MatMul`` ``transpose_b``)
+    layout: Optional[str] = None
 
     def signature(self) -> Tuple:
-        return (self.kind, tuple(sorted(self.shapes.items())))
+        return (self.kind, self.layout, tuple(sorted(self.shapes.items())))
 
 
 @dataclass
@@ -136,6 +138,10 @@ def tf_layers(checkpoint, graph: Optional[TFGraph]) -> Tuple[List[TFLayer], List
         layer = TFLayer(scope, kind, variables, shapes, order, op_node.op if op_node is not None else None)
         if op_node is not None:
             layer.tensors = _layer_tensors(op_node, variables, consumers)
+            flag = "transpose_b" if op_node.op == "MatMul" else "adj_y"
+            if kind == "dense" and len(op_node.inputs) > 1 and _attr_bool(op_node, flag) \
+                    and _reads(op_node.inputs[1], main, graph):  # x @ W^T: W is torch's layout already
+                layer.layout = "transposed"
         layers.append(layer)
     if graph is None or any(l.order == float("inf") for l in layers):
         ranked = sorted(layers, key=lambda l: natural_key(l.scope))
@@ -144,6 +150,30 @@ def tf_layers(checkpoint, graph: Optional[TFGraph]) -> Tuple[List[TFLayer], List
                 l.order = float(len(position) + i)
     layers.sort(key=lambda l: (l.order, natural_key(l.scope)))
     return layers, sorted(unknown)
+
+
+def _attr_bool(node: Node, key: str) -> bool:
+    raw = node.attrs.get(key)
+    if raw is None:
+        return False
+    try:
+        return any(number == 5 and bool(value) for number, _, value in iter_fields(raw))  # AttrValue.b
+    except ProtoError:
+        return False
+
+
+def _reads(tensor: str, variable: str, graph: TFGraph) -> bool:
+    """Whether ``tensor`` (an op input) is ``variable`` read through pass-through ops."""
+    by_name = {n.name: n for n in graph.nodes}
+    name = tensor.lstrip("^").split(":")[0]
+    for _ in range(5):
+        if name == variable:
+            return True
+        node = by_name.get(name)
+        if node is None or node.op not in PASS_THROUGH or not node.inputs:
+            return False
+        name = node.inputs[0].lstrip("^").split(":")[0]
+    return False
 
 
 def _layer_tensors(op: Node, variables: Dict[str, str], consumers: Dict[str, List[Node]]) -> Dict[str, str]:
