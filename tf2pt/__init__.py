@@ -21,6 +21,7 @@ _LAZY = {
     "get_mapping": "tf2pt.registry",
     "list_mappings": "tf2pt.registry",
     "plan": "tf2pt.plan",
+    "propose_mapping": "tf2pt.automap",
     "save": "tf2pt.write",
     # verifying
     "verify": "tf2pt.verify.run",

@@ -20,13 +20,26 @@ from ._version import __version__
 # ---------------------------------------------------------------------------------------------
 
 checkpoint_argument = click.argument("checkpoint", metavar="CHECKPOINT", type=click.Path(path_type=str))
-mapping_option = click.option(
-    "--mapping", "-m", "mapping", required=True, metavar="NAME|FILE.py",
-    help="Mapping name (see `tf2pt mappings`) or a path to a mapping file.",
+model_option = click.option(
+    "--model", "model", default=None, metavar="MODULE:FACTORY",
+    help="Your PyTorch model instead of a mapping: MODULE is an import path or a .py file, FACTORY a "
+         "callable returning the nn.Module; tf2pt proposes the mapping (see `tf2pt map`).",
+)
+model_kwargs_option = click.option(
+    "--model-kwargs", "model_kwargs", default=None, metavar="JSON",
+    help='Arguments for FACTORY: a JSON object (keywords), a list (positional), or {"args": [...], "kwargs": {...}}.',
+)
+input_shape_option = click.option(
+    "--input-shape", "input_shape", default=None, metavar="N,C,D,H,W",
+    help="Input shape for the forward that finds the model's execution order (default: inferred from its first layer).",
 )
 target_option = click.option(
     "--target", "-t", "target", default=None, metavar="NAME",
     help="Target model of the mapping (default: the mapping's default target).",
+)
+optional_mapping_option = click.option(
+    "--mapping", "-m", "mapping", default=None, metavar="NAME|FILE.py",
+    help="Mapping name (see `tf2pt mappings`) or a path to a mapping file (or give --model).",
 )
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
 max_output_option = click.option(
@@ -257,9 +270,98 @@ def _write_json(path, data, force):
             fh.write("\n")
 
 
+def _input_shape(text):
+    if not text:
+        return None
+    try:
+        shape = [int(t) for t in text.replace("x", ",").split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter("comma-separated sizes, e.g. 1,1,32,32,32", param_hint="--input-shape") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise click.BadParameter("positive sizes, e.g. 1,1,32,32,32", param_hint="--input-shape")
+    return shape
+
+
+def _mapping_or_model(mapping, model, model_kwargs):
+    if (mapping is None) == (model is None):
+        raise click.UsageError("give exactly one of --mapping NAME|FILE.py and --model MODULE:FACTORY")
+    if model_kwargs is not None and model is None:
+        raise click.UsageError("--model-kwargs goes with --model")
+
+
+def _propose(checkpoint, model, model_kwargs, input_shape, settle_ties, quiet, mapping_dir=None):
+    from .automap import propose_mapping
+
+    proposal = propose_mapping(checkpoint, model, model_kwargs, input_shape=_input_shape(input_shape),
+                               run_ties=settle_ties, mapping_dir=mapping_dir)
+    if not quiet:
+        click.echo(proposal.summary(), err=True)
+    return proposal
+
+
+def _write_text(path, text, force):
+    from .write.atomic import atomic_output
+
+    with atomic_output(path, force=force) as tmp:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+
+
+def proposed_mapping_path(output: str) -> str:
+    """Where ``convert --model`` saves the proposed mapping: beside the output, ``<stem>.mapping.py``."""
+    stem, _ = os.path.splitext(output)
+    return stem + ".mapping.py"
+
+
+settle_option = click.option(
+    "--settle-ties/--no-settle-ties", "settle_ties", default=True, show_default=True,
+    help="Settle same-shape ties by running the original TF graph (a child process) against the model, "
+         "where the checkpoint has a graph and TensorFlow is installed; otherwise ties are decided by order "
+         "and marked ambiguous.",
+)
+
+
+@cli.command("map")
+@checkpoint_argument
+@click.option("--model", "model", required=True, metavar="MODULE:FACTORY",
+              help="Your PyTorch model: MODULE is an import path or a .py file, FACTORY a callable returning it.")
+@model_kwargs_option
+@input_shape_option
+@click.option("--output", "-o", "output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="The mapping file to write (*.py).")
+@settle_option
+@force_option
+@quiet_option
+@handle_errors
+def map_cmd(checkpoint, model, model_kwargs, input_shape, output, settle_ties, force, quiet):
+    """Propose a mapping from CHECKPOINT into your own PyTorch model, and write it as a mapping file.
+
+    TF variables are grouped into layers and the model's state into modules; they are matched by
+    layer kind, exact shape after the layout transform, and order (graph order against execution
+    order). Picks that shape alone could not decide are settled by running both frameworks where
+    the graph can run, or marked `# ambiguous: decided by order`. When checkpoint and model do not
+    correspond nothing is written and the first point where they part is named (exit 2).
+    """
+    from .write.atomic import check_output
+
+    if not output.endswith(".py"):
+        raise errors.InputError("the mapping file must end in .py", path=output)
+    check_output(output, force)
+    proposal = _propose(checkpoint, model, model_kwargs, input_shape, settle_ties, quiet,
+                        mapping_dir=os.path.dirname(os.path.abspath(output)))
+    _write_text(output, proposal.render(), force)
+    if not quiet:
+        click.echo(f"wrote {output}: {len(proposal.pairs)} layers; review it, then "
+                   f"`tf2pt convert {checkpoint} --mapping {output} -o OUT`", err=True)
+
+
+
 @cli.command("convert")
 @checkpoint_argument
-@mapping_option
+@optional_mapping_option
+@model_option
+@model_kwargs_option
+@input_shape_option
 @target_option
 @click.option("--output", "-o", "output", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="Output file: *.safetensors (streamed, with provenance metadata) or *.pth (plain tensors).")
@@ -273,16 +375,51 @@ def _write_json(path, data, force):
                    "sha256 of the .index plus the CRC32C check of every converted tensor, which costs no extra "
                    "pass. --no-hash-sources is the default (kept as a no-op for one release).")
 @max_output_option
+@settle_option
 @force_option
 @quiet_option
 @handle_errors
-def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_sources, max_output_bytes, force, quiet):
-    """Convert CHECKPOINT to PyTorch weights with a mapping.
+def convert_cmd(checkpoint, mapping, model, model_kwargs, input_shape, target, output, report_path, strict,
+                hash_sources, max_output_bytes, force, quiet, settle_ties):
+    """Convert CHECKPOINT to PyTorch weights with a mapping, or with your own --model.
 
     Every TF variable must be mapped or ignored by an explicit rule, every key of the target
     model filled, and every shape equal after the layout transform; all problems are listed
     at once. Output is written atomically and never overwrites a file without --force.
+
+    With --model MODULE:FACTORY, tf2pt proposes the mapping (as `tf2pt map` does), converts with
+    it, and saves it beside the output as OUTPUT_STEM.mapping.py for review.
     """
+    _mapping_or_model(mapping, model, model_kwargs)
+    if model is None:
+        return _convert(checkpoint, mapping, target, output, report_path, strict, hash_sources, max_output_bytes, force,
+                        quiet)
+    from . import write
+    from .write.atomic import check_output
+
+    write.output_format(output)
+    check_output(output, force)
+    check_output(report_path, force)
+    mapping_path = proposed_mapping_path(output)
+    check_output(mapping_path, force)
+    proposal = _propose(checkpoint, model, model_kwargs, input_shape, settle_ties, quiet,
+                        mapping_dir=os.path.dirname(os.path.abspath(mapping_path)))
+    _write_text(mapping_path, proposal.render(), force)
+    try:
+        _convert(checkpoint, mapping_path, target, output, report_path, strict, hash_sources, max_output_bytes, force,
+                 quiet)
+    except BaseException:  # no partial output: the proposal goes with the conversion
+        try:
+            os.unlink(mapping_path)
+        except OSError:
+            pass
+        raise
+    if not quiet:
+        click.echo(f"saved the proposed mapping to {mapping_path} (review it; "
+                   f"`tf2pt verify {checkpoint} --mapping {mapping_path}` checks it)", err=True)
+
+
+def _convert(checkpoint, mapping, target, output, report_path, strict, hash_sources, max_output_bytes, force, quiet):
     import time
 
     from . import write
@@ -346,7 +483,10 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_s
 
 @cli.command("verify")
 @checkpoint_argument
-@mapping_option
+@optional_mapping_option
+@model_option
+@model_kwargs_option
+@input_shape_option
 @target_option
 @click.option("--volume", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Input volume: .nii/.nii.gz (reoriented to RAS) or .npy (D,H,W) / (C,D,H,W). "
@@ -381,17 +521,42 @@ def convert_cmd(checkpoint, mapping, target, output, report_path, strict, hash_s
 @click.option("--trust-graph", is_flag=True,
               help="Run the checkpoint's graph even where the ops it would run are not all pure computation "
                    "(file I/O, Python, custom ops). Off by default: see docs/reliability.md.")
+@settle_option
 @force_option
 @quiet_option
 @handle_errors
-def verify_cmd(checkpoint, mapping, target, volume, synthetic, crop, device, json_path, figure, atol, min_agreement,
-               per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels, reference, reference_cache,
-               trust_graph, force, quiet):
+def verify_cmd(checkpoint, mapping, model, model_kwargs, input_shape, target, volume, synthetic, crop, device,
+               json_path, figure, atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference,
+               sample_voxels, reference, reference_cache, trust_graph, force, quiet, settle_ties):
     """Run TensorFlow and PyTorch on one volume and report parity.
+
+    With --model MODULE:FACTORY instead of --mapping, the mapping is proposed first (as `tf2pt
+    map` does) and verified; it is not saved (use `tf2pt map` for that).
 
     \b
     Exit codes: 0 parity holds, 1 parity failed, 2 usage or input error.
     """
+    _mapping_or_model(mapping, model, model_kwargs)
+    if model is not None:
+        import tempfile
+
+        if per_layer:
+            raise click.UsageError("--per-layer needs a mapping with a TF reference forward; not with --model yet")
+        with tempfile.TemporaryDirectory(prefix="tf2pt-map-") as tmp:
+            path = os.path.join(tmp, "proposed_mapping.py")
+            proposal = _propose(checkpoint, model, model_kwargs, input_shape, settle_ties, quiet, mapping_dir=tmp)
+            _write_text(path, proposal.render(), True)
+            return _verify(checkpoint, path, target, volume, synthetic, crop, device, json_path, figure, atol,
+                           min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels,
+                           reference, reference_cache, trust_graph, force, quiet)
+    return _verify(checkpoint, mapping, target, volume, synthetic, crop, device, json_path, figure, atol,
+                   min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels,
+                   reference, reference_cache, trust_graph, force, quiet)
+
+
+def _verify(checkpoint, mapping, target, volume, synthetic, crop, device, json_path, figure, atol, min_agreement,
+            per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels, reference, reference_cache,
+            trust_graph, force, quiet):
     import json
 
     if crop is not None:

@@ -74,6 +74,11 @@ class MappingError(Tf2ptError):
     """A mapping cannot be found, loaded or is itself inconsistent."""
 
 
+class NoCorrespondenceError(MappingError):
+    """``tf2pt map``: the checkpoint and the model do not correspond; the message names the first
+    point where they part (a TF layer with no counterpart, and the model's next unmatched module)."""
+
+
 class ConversionError(Tf2ptError):
     """A strict conversion found problems. ``problems`` lists every one of them.
 
