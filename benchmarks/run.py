@@ -187,13 +187,15 @@ def main(argv=None):
     results = []
     rows = []
 
+    # machine() imports torch: only after the runs, since a child's peak RSS counts the parent it
+    # was forked from until it execs
     if args.cold_start:
-        print(f"Machine: {machine()}")
-        print(cold_start(out, max(args.repeat, 9)))
+        table = cold_start(out, max(args.repeat, 9))
+        print(f"Machine: {machine()}\n{table}")
         return
     if args.verify_phases:
-        print(f"Machine: {machine()}")
-        print(verify_phases(out))
+        table = verify_phases(out)
+        print(f"Machine: {machine()}\n{table}")
         return
     if not args.inspect_only:
         size = parse_size(args.size)

@@ -62,7 +62,7 @@ def handle_errors(func):
             return func(*args, **kwargs)
         except errors.ConversionError as exc:
             click.echo(f"tf2pt: error: {exc}", err=True)
-            if len(exc.problems) > 1:  # the one line names the first three; list them all
+            if len(exc.problems) > 1:  # the one line names the first three; list up to 20, count the rest
                 click.echo(exc.details(), err=True)
             sys.exit(exc.exit_code)
         except errors.Tf2ptError as exc:
