@@ -283,7 +283,7 @@ def test_constants_filled_from_one_value_cannot_claim_gigabytes(tmp_path, dtype,
 
 
 def test_shapes_of_absurd_rank_or_extent_are_refused_cleanly(tmp_path):
-    for name, shape in (("rank", [1] * 255), ("extent", [1 << 62, 0])):
+    for name, shape in (("rank", [1] * 65), ("extent", [1 << 62, 0])):  # numpy allows 64 dimensions
         prefix = write_bundle(tmp_path / name, [(b"v", F32, shape, b"")])
         r = invoke("inspect", prefix)
         assert "shape" in one_line_exit_2(r)

@@ -123,8 +123,9 @@ def packed_varints(value: Value) -> List[int]:
 # -------------------------------------------------------------------------------------------
 
 
-#: TensorFlow's limit on a tensor's rank (``TensorShape::MaxDimensions``)
-MAX_RANK = 254
+#: the highest rank a stored tensor may have: TensorFlow allows 254, numpy only 64, and no
+#: model weight has more than a handful of dimensions
+MAX_RANK = 32
 #: the most elements a stored tensor can have (counting its non-zero dimensions: a shape such
 #: as ``[2**62, 0]`` holds nothing but still claims an impossible extent)
 MAX_ELEMENTS = 1 << 48
