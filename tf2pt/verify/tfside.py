@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -44,24 +45,56 @@ def _session_config(tf):
     return tf.compat.v1.ConfigProto(device_count={"GPU": 0})  # the reference is computed on CPU
 
 
-class TFVariables:
-    """Checkpoint variables as TensorFlow reads them: ``name in v``, ``v[name]``."""
+class _ReadOnlyArrays(Mapping):
+    """A read-only mapping of names to arrays: ``name in v``, ``v[name]``, ``len(v)``,
+    iteration and ``keys()``/``items()``/``values()``/``get()`` in sorted name order; no
+    assignment. A missing name is a ``KeyError`` naming the closest names."""
+
+    def _names(self):
+        raise NotImplementedError
+
+    def _read(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names():
+            import difflib
+
+            close = difflib.get_close_matches(name, list(self._names()), n=3, cutoff=0.3)
+            raise KeyError(f"{name!r} is not here" + (f"; closest: {', '.join(close)}" if close else ""))
+        return self._read(name)
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(sorted(self._names()))
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {len(self)} arrays>"
+
+
+class TFVariables(_ReadOnlyArrays):
+    """Checkpoint variables as TensorFlow reads them (``tf.train.load_checkpoint``), a
+    read-only mapping: ``v[name]``, ``name in v``, ``len(v)``, ``list(v)``, ``v.keys()``."""
 
     def __init__(self, tf, prefix: str):
         self._reader = tf.train.load_checkpoint(prefix)
+        self._shapes = dict(self._reader.get_variable_to_shape_map())
 
-    def __contains__(self, name: str) -> bool:
-        return self._reader.has_tensor(name)
+    def _names(self):
+        return self._shapes
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def _read(self, name: str) -> np.ndarray:
         return self._reader.get_tensor(name)
 
-    def keys(self):
-        return self._reader.get_variable_to_shape_map().keys()
 
-
-class TFGraphConstants:
-    """A frozen graph's ``Const`` nodes as TensorFlow decodes them: ``name in c``, ``c[name]``."""
+class TFGraphConstants(_ReadOnlyArrays):
+    """A frozen graph's ``Const`` nodes as TensorFlow decodes them, a read-only mapping like
+    :class:`TFVariables`."""
 
     def __init__(self, tf, path: str):
         graph_def = tf.compat.v1.GraphDef()
@@ -70,14 +103,11 @@ class TFGraphConstants:
         self._nodes = {n.name: n for n in graph_def.node if n.op == "Const"}
         self._tf = tf
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._nodes
+    def _names(self):
+        return self._nodes
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def _read(self, name: str) -> np.ndarray:
         return self._tf.make_ndarray(self._nodes[name].attr["value"].tensor)
-
-    def keys(self):
-        return self._nodes.keys()
 
 
 def find_graph(checkpoint) -> Tuple[Optional[str], Optional[str], str]:
