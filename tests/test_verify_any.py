@@ -250,16 +250,17 @@ def _writing_module(tf, path, target, where):
     class Evil(tf.Module):
         def __init__(self):
             super().__init__()
-            self.w = tf.Variable(np.ones((4, 3), np.float32))
-            self.b = tf.Variable(np.zeros(3, np.float32))
-            self.v = tf.Variable(np.ones((2, 3), np.float32))
+            rng = np.random.default_rng(3)
+            self.w = tf.Variable(rng.standard_normal((4, 3)).astype(np.float32))
+            self.b = tf.Variable(rng.standard_normal(3).astype(np.float32))
+            self.v = tf.Variable(rng.standard_normal((2, 3)).astype(np.float32))
 
         @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None, 2], tf.float32)])
         def __call__(self, a, b):
             h = tf.matmul(a, self.w) + self.b + tf.matmul(b, self.v)
             if where == "signature":
                 tf.io.write_file(str(target), "pwned")
-            return {"logits": h, "score": tf.reduce_sum(h, axis=1, keepdims=True)}
+            return {"logits": h, "score": tf.reduce_sum(tf.tanh(h), axis=1, keepdims=True)}
 
     module = Evil()
     if where == "other":
@@ -347,8 +348,8 @@ def test_metrics_fit_the_output():
     assert m["voxels"] == 16 and m["label_agreement"] == pytest.approx(15 / 16) and m["dice_min"] < 1
     emb = compare_output("e", logits, logits * 2, "embedding")
     assert emb["min_cosine_similarity"] == pytest.approx(1.0) and emb["max_abs_error"] > 0
-    m = compare_output("n", logits, np.where(logits > 2, np.nan, logits))
-    assert m["nonfinite"]["torch"] == int((logits > 2).sum()) and m["max_abs_error"] == float("inf")
+    m = compare_output("n", logits, np.where(logits > 1, np.nan, logits))
+    assert m["nonfinite"]["torch"] == int((logits > 1).sum()) > 0 and m["max_abs_error"] == float("inf")
 
 
 def test_synthetic_sizes_fill_the_unknown_dimensions():
