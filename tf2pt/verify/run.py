@@ -180,6 +180,9 @@ def save_reference(checkpoint_path, mapping, out_path, *, volume=None, synthetic
     from .tfside import compute_reference
 
     check_output(out_path, force)
+    if is_tf2_savedmodel(checkpoint_path):
+        raise InputError("--save-reference is not supported for a TF2 SavedModel yet", path=str(checkpoint_path),
+                         hint="run verify where both TensorFlow and torch are installed")
     m = get_mapping(mapping)
     spec = _spec(m)
     with open_checkpoint(checkpoint_path) as ckpt:
