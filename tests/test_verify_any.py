@@ -378,3 +378,64 @@ def test_the_tf_side_variables_are_a_read_only_mapping(tf, tmp_path):
     with pytest.raises(TypeError):
         v["a"] = 1  # read-only
     assert v.get("missing") is None
+
+
+TOKENS_MAPPING = '''
+from tf2pt.mapping import TRAINING_ONLY, Mapping, Rename, Source, Target, VerifySpec
+
+
+def build():
+    import torch
+    from torch import nn
+
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(7, 4)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, ids):
+            return self.fc(self.embedding(ids).mean(dim=1))
+
+    return Bag()
+
+
+MAPPING = Mapping(
+    name="bag", description="token ids -> embedding bag -> dense", source=Source(origin="a test"),
+    targets=[Target("torch", "Bag", build, [
+        Rename(r"table/\\.ATTRIBUTES/VARIABLE_VALUE", "embedding.weight"),
+        Rename(r"kernel/\\.ATTRIBUTES/VARIABLE_VALUE", "fc.weight", "dense"),
+        Rename(r"bias/\\.ATTRIBUTES/VARIABLE_VALUE", "fc.bias")])],
+    ignore=[TRAINING_ONLY],
+    verify=VerifySpec(int_high=7),
+)
+'''
+
+
+def test_token_ids_of_any_length(tf, tmp_path, cli_run):
+    """An int32 (None, None) input: token ids drawn from [0, int_high), passed as they are."""
+    rng = np.random.default_rng(4)
+
+    class Bag(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = tf.Variable(rng.standard_normal((7, 4)).astype(np.float32))
+            self.kernel = tf.Variable(rng.standard_normal((4, 3)).astype(np.float32))
+            self.bias = tf.Variable(rng.standard_normal(3).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")])
+        def __call__(self, ids):
+            return {"logits": tf.matmul(tf.reduce_mean(tf.gather(self.table, ids), axis=1), self.kernel) + self.bias}
+
+    module = Bag()
+    path = str(tmp_path / "bag")
+    tf.saved_model.save(module, path, signatures=module.__call__)
+    mapping = tmp_path / "bag_mapping.py"
+    mapping.write_text(TOKENS_MAPPING)
+    r = cli_run("verify", path, "-m", mapping, "--synthetic", "2", "9", "--json", tmp_path / "r.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["inputs"]["ids"] == {"shape": [2, 9], "dtype": "int32", "layout": "none"}
+    assert report["outputs"][0]["kind"] == "logits" and report["outputs"][0]["top1_agreement"] == 1.0
+    r = cli_run("verify", path, "-m", mapping, "--synthetic", "2", "9", "4")
+    assert r.returncode == 2 and "unknown size" in r.stderr, r.stdout + r.stderr

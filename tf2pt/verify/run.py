@@ -428,6 +428,9 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
         if figure or per_layer or crop is not None or volume is not None:
             raise InputError("--figure, --per-layer, --crop and --volume are for 3-D volume models; a TF2 SavedModel "
                              "takes its inputs from --synthetic or --input", path=str(checkpoint_path))
+        if tf_input:
+            raise InputError(f"--tf-input {tf_input!r}: a TF2 SavedModel's inputs are its signature's, all fed",
+                             path=str(checkpoint_path), hint="use --signature to choose another signature")
         check_dependencies(tensorflow=True, volume=None, synthetic=(), figure=None)
         m = get_mapping(mapping)
         spec = _spec(m)
