@@ -47,7 +47,8 @@ MatrixDiagV3 MatrixSetDiag MatrixSetDiagV2 MatrixSetDiagV3 Max MaxPool MaxPool3D
 MaxPoolWithArgmax Maximum Mean Merge Min Minimum MirrorPad Mod Mul MulNoNan Multinomial Neg NextIteration
 NoOp NotEqual OneHot OnesLike Pack Pad PadV2 PartitionedCall Placeholder PlaceholderV2
 PlaceholderWithDefault Pow PreventGradient Prod QueryPrefetchedRecords RandomGamma RandomShuffle
-RandomStandardNormal RandomUniform RandomUniformInt Range Rank ReadVariableOp Real RealDiv Reciprocal
+RandomStandardNormal RandomUniform RandomUniformInt Range Rank ReadVariableOp Real RealDiv Reciprocal ResourceGather
+ResourceGatherNd
 RefEnter RefExit RefIdentity RefMerge RefNextIteration RefSwitch Relu Relu6 Reshape ResizeArea
 ResizeBicubic ResizeBilinear ResizeNearestNeighbor Reverse ReverseSequence ReverseV2 RightShift Rint
 Round Rsqrt ScatterNd Select SelectV2 Selu Shape ShapeN Sigmoid Sign Sin Sinh Size Slice Snapshot Softmax
