@@ -439,3 +439,56 @@ def test_token_ids_of_any_length(tf, tmp_path, cli_run):
     assert report["outputs"][0]["kind"] == "logits" and report["outputs"][0]["top1_agreement"] == 1.0
     r = cli_run("verify", path, "-m", mapping, "--synthetic", "2", "9", "4")
     assert r.returncode == 2 and "unknown size" in r.stderr, r.stdout + r.stderr
+
+
+CONV_MAPPING = '''
+from tf2pt.mapping import TRAINING_ONLY, Mapping, Rename, Source, Target, VerifySpec
+
+
+def build():
+    from torch import nn
+
+    return nn.Conv{d}d(3, 2, 3, padding=1)
+
+
+MAPPING = Mapping(
+    name="conv{d}", description="one SAME convolution", source=Source(origin="a test"),
+    targets=[Target("torch", "Conv", build, [Rename(r"w/\\.ATTRIBUTES/VARIABLE_VALUE", "weight", "conv"),
+                                             Rename(r"b/\\.ATTRIBUTES/VARIABLE_VALUE", "bias")])],
+    ignore=[TRAINING_ONLY],
+    verify=VerifySpec(),
+)
+'''
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_the_layout_bridge_for_1d_2d_3d_outputs(d, tf, tmp_path, cli_run):
+    """Channels-last in TF, channels-first in torch, both ways: inputs and outputs of rank 3-5."""
+    rng = np.random.default_rng(d)
+
+    class Conv(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(rng.standard_normal((3,) * d + (3, 2)).astype(np.float32))
+            self.b = tf.Variable(rng.standard_normal(2).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None] * (d + 1) + [3], tf.float32, name="x")])
+        def __call__(self, x):
+            return {"y": tf.nn.convolution(x, self.w, padding="SAME") + self.b}
+
+    module = Conv()
+    path = str(tmp_path / "conv")
+    tf.saved_model.save(module, path, signatures=module.__call__)
+    mapping = tmp_path / f"conv{d}_mapping.py"
+    mapping.write_text(CONV_MAPPING.format(d=d))
+    sizes = [5, 6, 4][:d]
+    r = cli_run("verify", path, "-m", mapping, "--synthetic", *sizes, "--json", tmp_path / "r.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["inputs"]["x"] == {"shape": [1, *sizes, 3], "dtype": "float32", "layout": "channels_last"}
+    (out,) = report["outputs"]
+    assert out["shape"] == [1, *sizes, 2] and out["max_abs_error"] < 1e-5
+    if d == 1:
+        assert out["kind"] == "regression" and "voxels" not in r.stdout
+    else:
+        assert out["kind"] == "segmentation" and out["voxels"] == int(np.prod(sizes)) and out["label_agreement"] == 1.0
