@@ -109,6 +109,21 @@ def test_an_npy_input_is_what_both_sides_get(tf, keras_cnn, tmp_path, cli_run):
     assert report["output_range"] == pytest.approx(float(np.ptp(expected["output_0"].numpy())), rel=1e-6)
 
 
+def test_a_png_input_through_pillow(tf, keras_cnn, tmp_path, cli_run):
+    PIL = pytest.importorskip("PIL.Image")
+    pixels = np.random.default_rng(6).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    PIL.fromarray(pixels).save(tmp_path / "x.png")
+    r = cli_run("verify", keras_cnn, "-m", _mapping(tmp_path), "--input", tmp_path / "x.png", "--json", tmp_path / "r.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    expected = tf.saved_model.load(keras_cnn).signatures["serving_default"](
+        keras_tensor=tf.constant(pixels[None].astype(np.float32)))["output_0"].numpy()
+    assert report["output_range"] == pytest.approx(float(np.ptp(expected)), rel=1e-6)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    r = cli_run("verify", keras_cnn, "-m", _mapping(tmp_path), "--input", tmp_path / "bad.png")
+    assert r.returncode == 2 and "cannot read the image" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_a_wrong_bn_epsilon_fails_against_the_graph_though_its_reference_agrees(tf, keras_cnn, tmp_path, cli_run):
     """The mapping's torch model and its tf_reference share the mistake (epsilon 0.1, Keras
     used 1e-3); verify runs the SavedModel's own graph, so the mistake is caught: exit 1."""

@@ -385,8 +385,13 @@ def read_inputs(path: str, wanted) -> Dict[str, np.ndarray]:
         if missing or extra:
             raise InputError(f"the archive's arrays ({', '.join(sorted(arrays))}) are not the signature's inputs "
                              f"({', '.join(sorted(wanted))})", path=path, hint="name each array after its input")
+    elif lower.endswith((".png", ".jpg", ".jpeg")):
+        arrays = {next(iter(wanted)): read_image(path, wanted)} if len(wanted) == 1 else None
+        if arrays is None:
+            raise InputError(f"the signature takes {len(wanted)} inputs; an image is one", path=path,
+                             hint="give an .npz with one array per input name")
     else:
-        raise InputError("--input takes a .npy or an .npz for a SavedModel signature", path=path)
+        raise InputError("--input takes a .npy, an .npz or a PNG/JPEG image for a SavedModel signature", path=path)
     out = {}
     for name, value in arrays.items():
         dtype, shape = wanted[name]
@@ -400,6 +405,35 @@ def read_inputs(path: str, wanted) -> Dict[str, np.ndarray]:
                              path=path)
         out[name] = np.ascontiguousarray(value.astype(dtype))
     return out
+
+
+#: the most pixels an --input image may have (Pillow's own bomb check is a warning below 2x its limit)
+MAX_IMAGE_PIXELS = 1 << 26
+
+
+def read_image(path: str, wanted) -> np.ndarray:
+    """A PNG/JPEG through Pillow as ``(H, W, C)``, C from the signature's last size (1: grayscale,
+    3: RGB, 4: RGBA), pixel values as they are (0-255): preprocessing belongs to the model."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DependencyError("pillow", "reading --input images") from None
+    (_, shape), = wanted.values()
+    channels = shape[-1] if shape else None
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
+    if mode is None:
+        raise InputError(f"an image gives 1, 3 or 4 channels; the signature's input is {_shape_text(shape)}", path=path)
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise InputError(f"the image claims {img.width}x{img.height} pixels, more than {MAX_IMAGE_PIXELS}",
+                                 path=path)
+            data = np.asarray(img.convert(mode))
+    except InputError:
+        raise
+    except Exception as exc:  # Pillow raises many types for bad files
+        raise InputError(f"cannot read the image: {type(exc).__name__}: {exc}", path=path) from None
+    return data[..., None] if data.ndim == 2 else data
 
 
 def run_signature(tf, path: str, signature: str, *, synthetic=None, input_file: Optional[str] = None,
