@@ -328,6 +328,18 @@ def test_a_tf2_savedmodel_that_could_write_a_file_is_refused(where, tf, tmp_path
     assert not target.exists()
 
 
+def test_tf_saved_model_load_never_runs_the_savedmodels_own_restore_function(tf, tmp_path, cli_run):
+    """What docs/reliability.md says runs: with --trust-graph (no check), the WriteFile spliced
+    into _traced_restore still does not run, because tf.saved_model.load restores the variables
+    through TF's checkpoint reader, not through that function."""
+    target = tmp_path / "pwned.txt"
+    path = _writing_module(tf, str(tmp_path / "evil"), target, "none")
+    _tamper_restore(path, target)
+    r = cli_run("verify", path, "-m", _two_mapping(tmp_path), "--trust-graph")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not target.exists()
+
+
 def test_the_clean_module_of_the_same_shape_passes(tf, tmp_path, cli_run):
     path = _writing_module(tf, str(tmp_path / "clean"), tmp_path / "never", "none")
     r = cli_run("verify", path, "-m", _two_mapping(tmp_path), "--json", tmp_path / "r.json")
@@ -507,3 +519,16 @@ def test_the_layout_bridge_for_1d_2d_3d_outputs(d, tf, tmp_path, cli_run):
         assert out["kind"] == "regression" and "voxels" not in r.stdout
     else:
         assert out["kind"] == "segmentation" and out["voxels"] == int(np.prod(sizes)) and out["label_agreement"] == 1.0
+
+
+def test_tf1_and_tf2_savedmodels_are_told_apart_without_tensorflow(tf, two_module, keras_cnn, tmp_path):
+    """From the proto, by tf2pt's own decoder: a TF1 SavedModelBuilder's keeps the TF1 path."""
+    from test_graph_safety import _savedmodel
+
+    from tf2pt.verify.run import is_tf2_savedmodel
+    from tf2pt.verify.savedmodel import savedmodel_version
+
+    tf1 = _savedmodel(tf, str(tmp_path), tmp_path / "never")
+    assert savedmodel_version(tf1) == "tf1" and not is_tf2_savedmodel(tf1)
+    assert savedmodel_version(two_module) == "tf2" and savedmodel_version(keras_cnn) == "tf2"
+    assert is_tf2_savedmodel(os.path.join(keras_cnn, "saved_model.pb"))
