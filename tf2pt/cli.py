@@ -481,7 +481,37 @@ def _convert(checkpoint, mapping, target, output, report_path, strict, hash_sour
 # ---------------------------------------------------------------------------------------------
 
 
-@cli.command("verify")
+class _SizesCommand(click.Command):
+    """A command whose ``--synthetic`` takes any number of sizes (``--synthetic 1 16 16 3``):
+    the integers after it are joined into one value before click parses them."""
+
+    def parse_args(self, ctx, args):
+        out, i = [], 0
+        while i < len(args):
+            out.append(args[i])
+            if args[i] == "--synthetic":
+                sizes = []
+                while i + 1 < len(args) and args[i + 1].lstrip("-").isdigit():
+                    sizes.append(args[i + 1])
+                    i += 1
+                out.append(",".join(sizes))
+            i += 1
+        return super().parse_args(ctx, out)
+
+
+def _parse_sizes(value):
+    if value is None:
+        return None
+    try:
+        sizes = [int(v) for v in value.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"sizes must be integers, got {value!r}", param_hint="--synthetic") from None
+    if not sizes or any(n <= 0 for n in sizes):
+        raise click.BadParameter(f"give one or more positive sizes, got {value!r}", param_hint="--synthetic")
+    return sizes
+
+
+@cli.command("verify", cls=_SizesCommand)
 @checkpoint_argument
 @optional_mapping_option
 @model_option
@@ -491,7 +521,14 @@ def _convert(checkpoint, mapping, target, output, report_path, strict, hash_sour
 @click.option("--volume", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Input volume: .nii/.nii.gz (reoriented to RAS) or .npy (D,H,W) / (C,D,H,W). "
                    "Default: the MNI152 T1 template from nilearn.")
-@click.option("--synthetic", type=int, nargs=3, default=None, metavar="D H W", help="Use a seeded random volume instead.")
+@click.option("--synthetic", default=None, metavar="SIZE...",
+              help="Use seeded random inputs: three sizes D H W for a 3-D volume model; for a TF2 SavedModel, "
+                   "one size per unknown (None) dimension of its signature's inputs (the batch may be left out: 1).")
+@click.option("--input", "input_file", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Input file: .npy (one input) or .npz (one array per input name, for multi-input signatures), "
+                   "in TF's layout; for a 3-D volume model as --volume.")
+@click.option("--signature", default=None, metavar="NAME",
+              help="The TF2 SavedModel's signature to run (default: the mapping's, else serving_default).")
 @click.option("--crop", type=str, nargs=3, default=None, metavar="D H W",
               help="Centre-crop the volume (after preprocessing). On CPU the mapping's default crop applies "
                    "unless given; `--crop full full full` keeps the whole volume.")
@@ -507,7 +544,9 @@ def _convert(checkpoint, mapping, target, output, report_path, strict, hash_sour
 @click.option("--per-layer", is_flag=True, help="Also compare the mapping's named intermediate layers.")
 @click.option("--allow-tf32", is_flag=True, help="Let PyTorch use TF32 on GPUs (the production setting); off by default.")
 @click.option("--tf-input", default=None, metavar="TENSOR", help="Input tensor of the original TF graph (default: the mapping's).")
-@click.option("--tf-output", default=None, metavar="TENSOR", help="Output tensor of the original TF graph (default: the mapping's).")
+@click.option("--tf-output", multiple=True, metavar="TENSOR",
+              help="Output tensor of the original TF graph (default: the mapping's); for a TF2 SavedModel, an output "
+                   "of its signature, repeatable (default: every output).")
 @click.option("--save-reference", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Only run TensorFlow and save input + outputs to this .npz (needs TF, not torch).")
 @click.option("--sample-voxels", type=click.IntRange(1), default=None, metavar="N",
@@ -525,9 +564,9 @@ def _convert(checkpoint, mapping, target, output, report_path, strict, hash_sour
 @force_option
 @quiet_option
 @handle_errors
-def verify_cmd(checkpoint, mapping, model, model_kwargs, input_shape, target, volume, synthetic, crop, device,
-               json_path, figure, atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference,
-               sample_voxels, reference, reference_cache, trust_graph, force, quiet, settle_ties):
+def verify_cmd(checkpoint, mapping, model, model_kwargs, input_shape, target, volume, synthetic, input_file, signature,
+               crop, device, json_path, figure, atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output,
+               save_reference, sample_voxels, reference, reference_cache, trust_graph, force, quiet, settle_ties):
     """Run TensorFlow and PyTorch on one volume and report parity.
 
     With --model MODULE:FACTORY instead of --mapping, the mapping is proposed first (as `tf2pt
@@ -546,19 +585,22 @@ def verify_cmd(checkpoint, mapping, model, model_kwargs, input_shape, target, vo
             path = os.path.join(tmp, "proposed_mapping.py")
             proposal = _propose(checkpoint, model, model_kwargs, input_shape, settle_ties, quiet, mapping_dir=tmp)
             _write_text(path, proposal.render(), True)
-            return _verify(checkpoint, path, target, volume, synthetic, crop, device, json_path, figure, atol,
-                           min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels,
-                           reference, reference_cache, trust_graph, force, quiet)
-    return _verify(checkpoint, mapping, target, volume, synthetic, crop, device, json_path, figure, atol,
-                   min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels,
-                   reference, reference_cache, trust_graph, force, quiet)
+            return _verify(checkpoint, path, target, volume, synthetic, input_file, signature, crop, device, json_path,
+                           figure, atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference,
+                           sample_voxels, reference, reference_cache, trust_graph, force, quiet)
+    return _verify(checkpoint, mapping, target, volume, synthetic, input_file, signature, crop, device, json_path,
+                   figure, atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference,
+                   sample_voxels, reference, reference_cache, trust_graph, force, quiet)
 
 
-def _verify(checkpoint, mapping, target, volume, synthetic, crop, device, json_path, figure, atol, min_agreement,
-            per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels, reference, reference_cache,
-            trust_graph, force, quiet):
+def _verify(checkpoint, mapping, target, volume, synthetic, input_file, signature, crop, device, json_path, figure,
+            atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels, reference,
+            reference_cache, trust_graph, force, quiet):
     import json
 
+    synthetic = _parse_sizes(synthetic)
+    tf_outputs = list(tf_output)
+    tf_output = tf_outputs[0] if len(tf_outputs) == 1 else None
     if crop is not None:
         if all(c.lower() == "full" for c in crop):
             crop = "full"
@@ -574,6 +616,10 @@ def _verify(checkpoint, mapping, target, volume, synthetic, crop, device, json_p
     if save_reference:
         from .read import open_checkpoint
         from .verify import save_reference as save_ref
+
+        if len(tf_outputs) > 1 or signature or input_file:
+            raise click.UsageError("--save-reference takes a 3-D volume model's TF graph (one --tf-output, --volume); "
+                                   "TF2 SavedModel signatures are verified directly")
         from .write.atomic import check_distinct, source_paths
 
         with open_checkpoint(checkpoint) as ckpt:
@@ -597,7 +643,8 @@ def _verify(checkpoint, mapping, target, volume, synthetic, crop, device, json_p
     report = verify(checkpoint, mapping, target, volume=volume, synthetic=synthetic, crop=crop, device=device,
                     atol=atol, min_agreement=min_agreement, per_layer=per_layer, allow_tf32=allow_tf32,
                     tf_input=tf_input, tf_output=tf_output, reference=reference, figure=figure, force=force,
-                    trust_graph=trust_graph, reference_cache=reference_cache)
+                    trust_graph=trust_graph, reference_cache=reference_cache, signature=signature,
+                    input_file=input_file, tf_outputs=tf_outputs)
     if json_path:
         _write_json(json_path, report.to_dict(), force)
     if not quiet or not report.passed:

@@ -238,12 +238,26 @@ class VerifySpec:
     ``feeds``, and fetches ``tf_output``. Otherwise it runs ``tf_reference(variables, x)``, a
     forward pass built from ``tf.nn`` ops and the checkpoint's variables as TF reads them, which
     returns ``(output, {layer: output})`` for the layers in ``layers``.
+
+    A TF2 SavedModel runs through ``tf.saved_model.load`` and a signature (``signature``, by
+    default ``serving_default``): its inputs' shapes and dtypes come from the signature,
+    ``inputs`` orders them as the target model's ``forward`` takes them (default: sorted by
+    name), ``outputs`` names the outputs compared, in the order ``forward`` returns them
+    (default: every output of the signature, sorted). ``layout`` is the bridge between TF's
+    and torch's layouts: ``"channels_last"`` (TF ``N, *spatial, C``, torch ``N, C, *spatial``:
+    inputs of rank >= 3 are moved channels-first for torch, torch outputs of rank >= 3 back) or
+    ``"none"`` (the arrays are passed as they are: vectors, token ids); ``None``: channels_last
+    for rank >= 3, none below. ``tf_reference(variables, *inputs)`` then gets the inputs in TF's
+    layout and returns ``(output or tuple of outputs, {})``.
     """
 
-    tf_input: str
-    tf_output: str
+    tf_input: str = ""
+    tf_output: str = ""
     feeds: TMapping[str, Any] = field(default_factory=dict)
-    output_kind: str = "logits"  # or "probability"
+    #: "logits", "probabilities", "regression", "embedding" or "segmentation" (for the metrics
+    #: that fit it); ``None``: inferred from the output's shape. "probability" (a single
+    #: probability channel, with ``threshold``) is the 3-D volume path's name for probabilities.
+    output_kind: Optional[str] = None
     #: labels are ``output > threshold`` on a single channel when set, else the channel argmax
     threshold: Optional[float] = None
     spatial_multiple: int = 1
@@ -262,6 +276,20 @@ class VerifySpec:
     tf_reference: Optional[Callable[..., Any]] = None
     layers: Sequence[str] = ()
     notes: str = ""
+    layout: Optional[str] = None
+    signature: Optional[str] = None
+    inputs: Sequence[str] = ()
+    outputs: Sequence[str] = ()
+    #: synthetic integer inputs (token ids) are drawn from ``[0, int_high)``
+    int_high: int = 2
+
+    def __post_init__(self):
+        if self.layout not in (None, "channels_last", "none"):
+            raise MappingError(f"VerifySpec.layout {self.layout!r} is not 'channels_last' or 'none'")
+        kinds = (None, "logits", "probability", "probabilities", "regression", "embedding", "segmentation")
+        if self.output_kind not in kinds:
+            raise MappingError(f"VerifySpec.output_kind {self.output_kind!r} is not one of "
+                               f"{', '.join(k for k in kinds if k)}")
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,102 @@ def compare_sampled(ref: Reference, pt_out: np.ndarray, threshold: Optional[floa
                     "labels, agreement and Dice over every voxel",
     )
     return Comparison(metrics, tf_labels, pt_labels, (tf_labels != pt_labels).astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------------
+# any output (a TF2 signature's): metrics that fit its kind
+# ------------------------------------------------------------------------------------------------
+
+CLASSIFIER_KINDS = ("logits", "probabilities")
+
+
+def infer_kind(tf_out: np.ndarray) -> str:
+    """The output's kind from its shape (TF's layout, batch first): ``(N, K)`` with ``K > 1`` is
+    a classifier (probabilities when every row is in [0, 1] and sums to 1, else logits);
+    rank >= 4 (``N, *spatial, C`` with ``C > 1``) is segmentation; the rest is regression."""
+    if tf_out.ndim == 2 and tf_out.shape[1] > 1:
+        finite = np.isfinite(tf_out).all()
+        if finite and tf_out.min() >= 0 and tf_out.max() <= 1 and np.allclose(tf_out.sum(axis=1), 1, atol=1e-4):
+            return "probabilities"
+        return "logits"
+    if tf_out.ndim >= 4 and tf_out.shape[-1] > 1:
+        return "segmentation"
+    return "regression"
+
+
+def _errors(tf_out: np.ndarray, pt_out: np.ndarray) -> Dict[str, Any]:
+    t = tf_out.astype(np.float64)
+    p = pt_out.astype(np.float64)
+    ft, fp = np.isfinite(t), np.isfinite(p)
+    both = ft & fp
+    d = np.where(both, np.abs(t - p), np.inf)
+    lo, hi = (float(t[ft].min()), float(t[ft].max())) if ft.any() else (0.0, 0.0)
+    scale = max(abs(lo), abs(hi), 1e-30)
+    significant = both & (np.abs(t) >= 1e-3 * scale)
+    max_abs = float(d.max()) if d.size else 0.0
+    out_range = hi - lo
+    return {
+        "max_abs_error": max_abs,
+        "max_rel_error": float((d[significant] / np.abs(t[significant])).max()) if significant.any() else 0.0,
+        "mean_abs_error": float(d[both].mean()) if both.any() else (float("inf") if d.size else 0.0),
+        "output_range": out_range,
+        "max_abs_error_over_range": max_abs / out_range if out_range else (0.0 if max_abs == 0 else float("inf")),
+        "nonfinite": {"tf": int(t.size - ft.sum()), "torch": int(p.size - fp.sum())},
+    }
+
+
+def compare_output(name: str, tf_out: np.ndarray, pt_out: np.ndarray, kind: Optional[str] = None,
+                   threshold: Optional[float] = None) -> Dict[str, Any]:
+    """Metrics of one output, both in TF's layout: errors and non-finite counts for every kind;
+    classifiers (``logits``, ``probabilities``, rows ``(N, K)`` -- more axes are flattened into
+    rows) add top-1 and top-5 agreement over the rows; ``segmentation`` (``N, *spatial, C``)
+    adds label agreement over the voxels and Dice per label; ``embedding`` adds the worst
+    cosine similarity over the batch."""
+    if tf_out.shape != pt_out.shape:
+        raise InputError(f"output {name!r}: TF {list(tf_out.shape)} and PyTorch {list(pt_out.shape)} differ in shape",
+                         hint="check the mapping's layout and the target model's outputs")
+    inferred = kind is None
+    kind = "probabilities" if kind == "probability" else (kind or infer_kind(tf_out))
+    m: Dict[str, Any] = {"name": name, "kind": kind, "kind_inferred": inferred, "shape": list(tf_out.shape),
+                         "dtype": str(tf_out.dtype), **_errors(tf_out, pt_out)}
+    if kind in CLASSIFIER_KINDS:
+        classes = tf_out.shape[-1] if tf_out.ndim else 1
+        t = tf_out.reshape(-1, classes).astype(np.float64)
+        p = pt_out.reshape(-1, classes).astype(np.float64)
+        k = min(5, classes)
+        top_t, top_p = np.argsort(-t, axis=1, kind="stable")[:, :k], np.argsort(-p, axis=1, kind="stable")[:, :k]
+        m.update(rows=int(t.shape[0]), classes=int(classes),
+                 top1_agreement=float((top_t[:, 0] == top_p[:, 0]).mean()) if t.size else 1.0,
+                 top5_agreement=float(np.mean([set(a) == set(b) for a, b in zip(top_t, top_p)])) if t.size else 1.0,
+                 top_k=k)
+    elif kind == "segmentation":
+        if threshold is not None or tf_out.shape[-1] == 1:
+            cut = 0.5 if threshold is None else threshold
+            lt, lp = (tf_out[..., 0] > cut).astype(np.int32), (pt_out[..., 0] > cut).astype(np.int32)
+        else:
+            lt, lp = tf_out.argmax(axis=-1).astype(np.int32), pt_out.argmax(axis=-1).astype(np.int32)
+        dice = dice_per_label(lt, lp) if lt.size else {}
+        m.update(voxels=int(lt.size), label_agreement=float((lt == lp).mean()) if lt.size else 1.0,
+                 dice_min=min(dice.values()) if dice else 1.0, labels_compared=len(dice),
+                 dice_worst=[{"label": k, "dice": d} for k, d in sorted(dice.items(), key=lambda kv: (kv[1], kv[0]))[:5]])
+    elif kind == "embedding":
+        t = tf_out.reshape(tf_out.shape[0] if tf_out.ndim else 1, -1).astype(np.float64)
+        p = pt_out.reshape(t.shape).astype(np.float64)
+        norms = np.linalg.norm(t, axis=1) * np.linalg.norm(p, axis=1)
+        cos = np.where(norms > 0, (t * p).sum(axis=1) / np.where(norms > 0, norms, 1), 1.0)
+        m.update(min_cosine_similarity=float(cos.min()) if cos.size else 1.0)
+    return m
+
+
+def verdict_output(m: Dict[str, Any], atol: float, min_agreement: float) -> list:
+    """Why one output fails (empty: it passes)."""
+    reasons = []
+    if any(m["nonfinite"].values()):
+        reasons.append(f"{m['name']}: non-finite values")
+    if m["max_abs_error"] > atol:
+        reasons.append(f"{m['name']}: max abs error {m['max_abs_error']:.3e} > atol {atol:.3e}")
+    if m["kind"] in CLASSIFIER_KINDS and m["top1_agreement"] < min_agreement:
+        reasons.append(f"{m['name']}: top-1 agreement {m['top1_agreement']:.6f} < {min_agreement}")
+    if m["kind"] == "segmentation" and m["label_agreement"] < min_agreement:
+        reasons.append(f"{m['name']}: label agreement {m['label_agreement']:.6f} < {min_agreement}")
+    return reasons

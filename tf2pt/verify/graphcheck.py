@@ -47,7 +47,8 @@ MatrixDiagV3 MatrixSetDiag MatrixSetDiagV2 MatrixSetDiagV3 Max MaxPool MaxPool3D
 MaxPoolWithArgmax Maximum Mean Merge Min Minimum MirrorPad Mod Mul MulNoNan Multinomial Neg NextIteration
 NoOp NotEqual OneHot OnesLike Pack Pad PadV2 PartitionedCall Placeholder PlaceholderV2
 PlaceholderWithDefault Pow PreventGradient Prod QueryPrefetchedRecords RandomGamma RandomShuffle
-RandomStandardNormal RandomUniform RandomUniformInt Range Rank ReadVariableOp Real RealDiv Reciprocal
+RandomStandardNormal RandomUniform RandomUniformInt Range Rank ReadVariableOp Real RealDiv Reciprocal ResourceGather
+ResourceGatherNd
 RefEnter RefExit RefIdentity RefMerge RefNextIteration RefSwitch Relu Relu6 Reshape ResizeArea
 ResizeBicubic ResizeBilinear ResizeNearestNeighbor Reverse ReverseSequence ReverseV2 RightShift Rint
 Round Rsqrt ScatterNd Select SelectV2 Selu Shape ShapeN Sigmoid Sign Sin Sinh Size Slice Snapshot Softmax
@@ -189,3 +190,68 @@ def io_elsewhere(graph_def, ran: Set[str]) -> List[str]:
         return []
     listed = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(by_op.items()))
     return [f"the graph also holds I/O ops that verify does not run ({listed})"]
+
+
+#: what TF's own SavedModel save and restore functions (``__inference__traced_save`` /
+#: ``_traced_restore``, behind the SaverDef of a TF2 SavedModel) are made of
+TF2_SAVER_OPS = SAVER_OPS | frozenset("""
+DisableCopyOnRead StaticRegexFullMatch Select SelectV2 StatefulPartitionedCall PartitionedCall _Arg _Retval
+""".split())
+
+
+def check_savedmodel(meta_graph, path: str) -> List[str]:
+    """Check a TF2 SavedModel's meta graph before ``tf.saved_model.load`` sees it: every op of the
+    graph and of every function of its library must be pure computation (:data:`PURE_OPS`),
+    except the functions behind the SaverDef's save and restore nodes (TF's own
+    ``_traced_save`` / ``_traced_restore``), which may hold only :data:`TF2_SAVER_OPS`.
+
+    What ``tf.saved_model.load`` runs, in eager mode: it rebuilds the objects of the object graph,
+    restores variables through TF's checkpoint reader (Python's ``RestoreV2``, not the library's
+    ``_traced_restore``), and may call functions of the library (a resource's ``_initialize``,
+    a saveable's restore function); the signature then runs its function. None of the graph's
+    own nodes run. So every function is checked as if it ran; the SaverDef's two are checked
+    to be only a Saver's ops (a ``WriteFile`` there, or anywhere, is refused). Returns the
+    names of the functions checked as TF's save/restore functions."""
+    nodes = {n.name: n for n in meta_graph.graph_def.node}
+    library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
+    saver_nodes: Set[str] = set()
+    if meta_graph.HasField("saver_def"):
+        sd = meta_graph.saver_def
+        for tensor in (sd.save_tensor_name, sd.restore_op_name):
+            if tensor:
+                saver_nodes.add(_node_of(tensor))
+
+    def reach(start: Iterable[str]) -> Set[str]:
+        seen: Set[str] = set()
+        todo = list(start)
+        while todo:
+            fname = todo.pop()
+            if fname in seen or fname not in library:
+                continue
+            seen.add(fname)
+            for node in library[fname].node_def:
+                todo += _functions_called(node)
+        return seen
+
+    saver_funcs = reach(f for n in saver_nodes if n in nodes for f in _functions_called(nodes[n]))
+    other_nodes = [n for name, n in nodes.items() if name not in saver_nodes]
+    pure_funcs = reach([f for n in other_nodes for f in _functions_called(n)]
+                       + [f for f in library if f not in saver_funcs])
+    bad: List[Tuple[str, str]] = [(n.op, f"node {n.name!r}") for n in other_nodes if n.op not in PURE_OPS]
+    for fname in sorted(pure_funcs):
+        bad += [(n.op, f"node {n.name!r} of function {fname!r}") for n in library[fname].node_def
+                if n.op not in PURE_OPS]
+    for fname in sorted(saver_funcs - pure_funcs):
+        bad += [(n.op, f"node {n.name!r} of save/restore function {fname!r}") for n in library[fname].node_def
+                if n.op not in TF2_SAVER_OPS]
+    for name in sorted(saver_nodes):
+        if name in nodes and nodes[name].op not in TF2_SAVER_OPS:
+            bad.append((nodes[name].op, f"SaverDef node {name!r}"))
+    if bad:
+        ops = sorted({op for op, _ in bad})
+        first = next(where for op, where in bad if op == ops[0])
+        raise UnsafeGraphError(
+            f"the SavedModel holds {', '.join(ops)} ({first}{', ...' if len(bad) > 1 else ''}), which "
+            "tf.saved_model.load or its signature could run: not pure computation, so verify does not load it",
+            path=path, hint="verify loads only SavedModels of pure computation; --trust-graph loads it anyway")
+    return sorted(saver_funcs - pure_funcs)

@@ -32,6 +32,7 @@ from ..errors import InputError
 
 FORMAT = "tf2pt-reference/1"
 LAYER_PREFIX = "layer."
+INPUT_PREFIX, OUTPUT_PREFIX = "inputs.", "outputs."
 
 
 def labels_of(output: np.ndarray, threshold: Optional[float]) -> np.ndarray:
@@ -44,6 +45,14 @@ def labels_of(output: np.ndarray, threshold: Optional[float]) -> np.ndarray:
 def save_reference_file(path, x: np.ndarray, result: Dict[str, Any], meta: Dict[str, Any], force: bool = True,
                         sample_voxels: Optional[int] = None, threshold: Optional[float] = None, seed: int = 0) -> None:
     full_meta = {"format": FORMAT, **meta, **result["meta"]}
+    if "outputs" in result:  # a signature's inputs and outputs, by name, in TF's layout and dtype
+        arrays = {INPUT_PREFIX + k: np.asarray(v) for k, v in result["inputs"].items()}
+        arrays.update({OUTPUT_PREFIX + k: np.asarray(v) for k, v in result["outputs"].items()})
+        arrays["meta"] = np.array(json.dumps(full_meta, default=str))
+        with atomic_output(path, force=force) as tmp:
+            with open(tmp, "r+b") as fh:
+                np.savez(fh, **arrays)
+        return
     output = np.asarray(result["output"], np.float32)
     arrays = {"input": np.asarray(x, np.float32)}
     if sample_voxels:
@@ -90,14 +99,20 @@ class Reference:
             if not isinstance(self._npz, np.lib.npyio.NpzFile):
                 raise ValueError("a single array, not an .npz archive")
             self.meta = json.loads(str(self._npz["meta"]))
-            self.input = self._npz["input"]
+            self.signature = self.meta.get("signature")
             self.sampled = self.meta.get("sampled")
-            if self.sampled:
+            if self.signature:  # a TF2 signature's named inputs and outputs
+                self.inputs = {k: self._npz[INPUT_PREFIX + k] for k in self.signature["inputs"]}
+                self.outputs = {k: self._npz[OUTPUT_PREFIX + k] for k in self.signature["outputs"]}
+                self.input = self.output = None
+            elif self.sampled:
+                self.input = self._npz["input"]
                 self.output = None
                 self.labels = self._npz["labels"].astype(np.int32)
                 self.sample_index = self._npz["sample_index"]
                 self.output_sample = self._npz["output_sample"]
             else:
+                self.input = self._npz["input"]
                 self.output = self._npz["output"]
         except (KeyError, ValueError, OSError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
             raise InputError(f"not a tf2pt reference file ({type(exc).__name__}: {exc})", path=self.path,

@@ -33,7 +33,7 @@ from ..errors import InputError, MappingError
 from ..registry import describe, get_mapping
 from .compare import Comparison, compare, compare_sampled, dice_per_label
 from .reference import Reference, save_reference_file
-from .torchside import device_name, pick_device, run_pytorch, versions
+from .torchside import device_name, pick_device, run_pytorch, run_pytorch_inputs, versions
 
 DEFAULT_ATOL_FRACTION = 1e-4
 DEFAULT_MIN_AGREEMENT = 0.9999
@@ -55,6 +55,18 @@ class VerifyReport:
         lines = [
             f"tf2pt verify: {'PASSED' if self.passed else 'FAILED'}  ({d['mapping']} -> {d['target']})",
             f"  TF side:        {d['tf_side']} ({d['tf_side_reason']})",
+        ]
+        if d.get("outputs") is not None:  # a TF2 signature: any inputs, every output
+            lines += _signature_summary(d)
+            if d.get("reference_vs_graph_max_abs") is not None:
+                lines.append(f"  mapping's tf_reference vs the graph: max abs {d['reference_vs_graph_max_abs']:.3e}")
+            t = d["timings"]
+            lines.append("  timings:        " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
+            lines += [f"  note: {n}" for n in d.get("tf_notes") or []]
+            if d.get("reason"):
+                lines.append(f"  reason: {d['reason']}")
+            return "\n".join(lines)
+        lines += [
             f"  input:          {d['input']['source']} -> {d['input']['shape']}",
         ]
         lines += [f"                  {s}" for s in d["input"]["steps"]]
@@ -168,6 +180,9 @@ def save_reference(checkpoint_path, mapping, out_path, *, volume=None, synthetic
     from .tfside import compute_reference
 
     check_output(out_path, force)
+    if is_tf2_savedmodel(checkpoint_path):
+        raise InputError("--save-reference is not supported for a TF2 SavedModel yet", path=str(checkpoint_path),
+                         hint="run verify where both TensorFlow and torch are installed")
     m = get_mapping(mapping)
     spec = _spec(m)
     with open_checkpoint(checkpoint_path) as ckpt:
@@ -201,6 +216,9 @@ class TFChild:
         request = {"checkpoint": os.fspath(checkpoint_path), "mapping": describe(mapping), "input": in_path,
                    "output": self.out_path, "error": self.error_path, "tf_input": tf_input, "tf_output": tf_output,
                    "per_layer": per_layer, "trust_graph": trust_graph}
+        self._start(request, workdir)
+
+    def _start(self, request: Dict[str, Any], workdir: str) -> None:
         req_path = os.path.join(workdir, "request.json")
         with open(req_path, "w") as fh:
             json.dump(request, fh)
@@ -378,7 +396,8 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
            min_agreement: float = DEFAULT_MIN_AGREEMENT, per_layer: bool = False, allow_tf32: bool = False,
            tf_input: Optional[str] = None, tf_output: Optional[str] = None, reference: Optional[str] = None,
            figure: Optional[str] = None, force: bool = False, trust_graph: bool = False,
-           reference_cache: Optional[str] = None) -> VerifyReport:
+           reference_cache: Optional[str] = None, signature: Optional[str] = None,
+           input_file: Optional[str] = None, tf_outputs: Optional[Sequence[str]] = None) -> VerifyReport:
     """Measure parity between TF and the converted PyTorch model. Returns a :class:`VerifyReport`.
 
     With ``reference=`` the TF side is read from a file made by :func:`save_reference` (no TF
@@ -388,9 +407,50 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
     forward (from the TF side), torch's import, the conversion, the model build, torch's
     forward and the comparison. ``reference_cache`` (a directory) keeps the TF side's output
     for each checkpoint, input and TF request, so repeated runs (in one CI job, say) skip TF.
+
+    A TF2 SavedModel (told from a TF1 one by its proto: an object graph, no ``variables``
+    collection) runs through ``tf.saved_model.load`` and ``signature`` (default: the mapping's,
+    else ``serving_default``): inputs of any rank and dtype, from the signature's specs (``None``
+    sizes from ``synthetic``, any number of them) or ``input_file`` (``.npy``/``.npz``), every
+    output in ``tf_outputs`` (default: the mapping's, else all) compared, see
+    :func:`verify_signature`.
     """
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
+    tf_outputs = [o for o in (tf_outputs or ()) if o]
+    if tf_output:
+        tf_outputs = [tf_output] + [o for o in tf_outputs if o != tf_output]
+    tf2 = is_tf2_savedmodel(checkpoint_path)
+    if tf2:
+        if reference is not None:
+            raise InputError("--reference is not supported for a TF2 SavedModel yet", path=reference,
+                             hint="run verify where TensorFlow is installed")
+        if figure or per_layer or crop is not None or volume is not None:
+            raise InputError("--figure, --per-layer, --crop and --volume are for 3-D volume models; a TF2 SavedModel "
+                             "takes its inputs from --synthetic or --input", path=str(checkpoint_path))
+        if tf_input:
+            raise InputError(f"--tf-input {tf_input!r}: a TF2 SavedModel's inputs are its signature's, all fed",
+                             path=str(checkpoint_path), hint="use --signature to choose another signature")
+        check_dependencies(tensorflow=True, volume=None, synthetic=(), figure=None)
+        m = get_mapping(mapping)
+        spec = _spec(m)
+        t = m.target(target)
+        t.check_available()
+        return verify_signature(checkpoint_path, m, t, spec, synthetic=synthetic, input_file=input_file,
+                                device=device, atol=atol, min_agreement=min_agreement, allow_tf32=allow_tf32,
+                                tf_outputs=tf_outputs, signature=signature, trust_graph=trust_graph,
+                                reference_cache=reference_cache, timings=timings, t0=t0)
+    if signature is not None:
+        raise InputError("--signature applies to TF2 SavedModels; this checkpoint is not one",
+                         path=str(checkpoint_path), hint="use --tf-input/--tf-output for TF1 graphs")
+    if len(tf_outputs) > 1:
+        raise InputError("several --tf-output names apply to TF2 SavedModels; a TF1 graph has one output tensor",
+                         path=str(checkpoint_path))
+    tf_output = tf_outputs[0] if tf_outputs else None
+    if input_file is not None:
+        if volume is not None:
+            raise InputError("give either --input or --volume, not both")
+        volume = input_file
     check_dependencies(tensorflow=reference is None, volume=None if reference else volume,
                        synthetic=synthetic if reference is None else (), figure=figure)
     m = get_mapping(mapping)  # resolved once; every stage below gets the object
@@ -516,3 +576,199 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
             if ref is not None:
                 ref.close()
     return report
+
+
+# ------------------------------------------------------------------------------------------------
+# TF2 SavedModels: a signature's inputs and outputs, of any rank
+# ------------------------------------------------------------------------------------------------
+
+
+def is_tf2_savedmodel(checkpoint_path) -> bool:
+    """Whether ``checkpoint_path`` is a TF2 SavedModel (read from its proto, without TF)."""
+    from ..errors import Tf2ptError
+    from ..read.paths import resolve
+    from .savedmodel import savedmodel_version
+
+    path = os.fspath(checkpoint_path)
+    if os.path.basename(path) == "saved_model.pb":
+        path = os.path.dirname(path) or "."
+    try:
+        _, kind, _, directory = resolve(path)
+    except Tf2ptError:
+        return False  # open_checkpoint says what is wrong
+    return kind == "savedmodel" and savedmodel_version(directory) == "tf2"
+
+
+def layout_of(spec, rank: int) -> str:
+    """The layout bridge for an array of ``rank`` (batch axis included)."""
+    if spec.layout is not None:
+        return spec.layout
+    return "channels_last" if rank >= 3 else "none"
+
+
+def to_torch_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """TF ``(N, *spatial, C)`` -> torch ``(N, C, *spatial)`` for channels_last (rank >= 3)."""
+    if layout == "channels_last" and x.ndim >= 3:
+        return np.ascontiguousarray(np.moveaxis(x, -1, 1))
+    return x
+
+
+def to_tf_layout(y: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "channels_last" and y.ndim >= 3:
+        return np.ascontiguousarray(np.moveaxis(y, 1, -1))
+    return y
+
+
+class TFSignatureChild(TFChild):
+    """:class:`TFChild` for a TF2 SavedModel: the child makes the inputs from the signature."""
+
+    def __init__(self, checkpoint_path, mapping, *, signature, synthetic, input_file, tf_outputs, workdir,
+                 trust_graph: bool = False):
+        self.checkpoint_path = checkpoint_path
+        self.out_path = os.path.join(workdir, "reference.npz")
+        self.error_path = os.path.join(workdir, "error.json")
+        request = {"signature_mode": True, "checkpoint": os.fspath(checkpoint_path), "mapping": describe(mapping),
+                   "output": self.out_path, "error": self.error_path, "signature": signature,
+                   "synthetic": list(synthetic) if synthetic is not None else None,
+                   "input_file": None if input_file is None else os.path.abspath(input_file),
+                   "tf_outputs": list(tf_outputs or ()), "trust_graph": trust_graph}
+        self._start(request, workdir)
+
+
+def _signature_summary(d: Dict[str, Any]) -> List[str]:
+    lines = [f"  inputs:         " + "; ".join(f"{k} {v['shape']} {v['dtype']} ({v['layout']})"
+                                              for k, v in d["inputs"].items()),
+             f"                  {d['input_source']}",
+             f"  devices:        TF {d['devices']['tf']}, PyTorch {d['devices']['torch']}"
+             + (" (TF32 allowed)" if d.get("allow_tf32") else "")]
+    for o in d["outputs"]:
+        kind = o["kind"] + (" (inferred from its shape)" if o["kind_inferred"] else "")
+        lines.append(f"  output {o['name']}: {o['shape']} {kind}")
+        lines.append(f"    max abs error:  {o['max_abs_error']:.3e}  (atol {o['atol']:.3e}: {d['thresholds']['atol_rule']})")
+        lines.append(f"    max rel error:  {o['max_rel_error']:.3e}   mean abs error: {o['mean_abs_error']:.3e}   "
+                     f"range: {o['output_range']:.4g}")
+        if "top1_agreement" in o:
+            lines.append(f"    top-1 agreement {o['top1_agreement'] * 100:.2f}%, top-{o['top_k']} agreement "
+                         f"{o['top5_agreement'] * 100:.2f}% of {o['rows']} rows")
+        if "label_agreement" in o:
+            lines.append(f"    label agreement {o['label_agreement'] * 100:.4f}% of {o['voxels']} voxels, "
+                         f"min Dice {o['dice_min']:.4f} over {o['labels_compared']} labels")
+        if "min_cosine_similarity" in o:
+            lines.append(f"    min cosine similarity {o['min_cosine_similarity']:.6f}")
+        lines.append(f"    non-finite:     TF {o['nonfinite']['tf']}, PyTorch {o['nonfinite']['torch']}")
+    return lines
+
+
+def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, device, atol, min_agreement,
+                     allow_tf32, tf_outputs, signature, trust_graph, reference_cache, timings, t0) -> VerifyReport:
+    """verify for a TF2 SavedModel: TF runs its signature on inputs made from the signature's
+    specs (or ``input_file``); torch runs the converted model on the same inputs, moved to its
+    layout; every output is compared with the metrics that fit its kind."""
+    from ..conversion import iter_tensors, prepare
+    from ..read import open_checkpoint
+    from .compare import compare_output, verdict_output
+
+    with open_checkpoint(checkpoint_path) as ckpt, tempfile.TemporaryDirectory(prefix="tf2pt-verify-") as workdir:
+        start = time.perf_counter()
+        _, entries, conv_report = prepare(ckpt, m, t.name)
+        kwargs = conv_report.model_kwargs
+        ckpt_meta = checkpoint_meta(ckpt)
+        timings["plan_seconds"] = time.perf_counter() - start
+        if device.startswith("cuda") and not _cuda_visible():
+            pick_device(device)
+        cached = None
+        if reference_cache is not None:
+            import hashlib
+
+            key = hashlib.sha256(json.dumps([ckpt_meta["checkpoint_files"], m.name, signature, list(synthetic or ()),
+                                             list(tf_outputs or ()), bool(trust_graph), __version__]).encode())
+            if input_file is not None:
+                from ..write.provenance import file_sha256
+
+                key.update(file_sha256(input_file).encode())
+            cached = os.path.join(reference_cache, key.hexdigest() + ".npz")
+        child = ref = None
+        if cached is not None and os.path.isfile(cached):
+            ref = Reference(cached)
+        else:
+            tf_start = time.perf_counter()
+            child = TFSignatureChild(checkpoint_path, m, signature=signature, synthetic=synthetic, input_file=input_file,
+                                     tf_outputs=tf_outputs, workdir=workdir, trust_graph=trust_graph)
+        try:
+            start = time.perf_counter()
+            import torch  # noqa: F401
+
+            timings["torch_import_seconds"] = time.perf_counter() - start
+            dev = pick_device(device)
+            start = time.perf_counter()
+            state_dict = dict(iter_tensors(ckpt, entries))
+            timings["convert_seconds"] = time.perf_counter() - start
+            start = time.perf_counter()
+            model = t.build(**kwargs)
+            try:
+                model.load_state_dict(state_dict, strict=True)
+            except RuntimeError as exc:
+                raise MappingError(f"target {t.name!r} does not take the converted state dict: "
+                                   f"{' '.join(str(exc).split())[:300]}",
+                                   hint="the mapping's spec and its model disagree") from None
+            del state_dict
+            timings["model_build_seconds"] = time.perf_counter() - start
+            if child is not None:
+                ref = child.wait()
+                timings["tf_process_seconds"] = time.perf_counter() - tf_start
+                if cached is not None:
+                    _store(child.out_path, cached)
+            meta = ref.meta
+            for k, seconds in (meta.get("timings") or {}).items():
+                timings.setdefault(k, seconds)
+            layouts = {k: layout_of(spec, v.ndim) for k, v in ref.inputs.items()}
+            out_layout = spec.layout or ("channels_last" if "channels_last" in layouts.values() else "none")
+            pt_outs, info = run_pytorch_inputs(model, [to_torch_layout(v, layouts[k]) for k, v in ref.inputs.items()],
+                                               dev, allow_tf32=allow_tf32)
+            timings["torch_forward_seconds"] = info.pop("torch_forward_seconds")
+            names = list(ref.outputs)
+            if len(pt_outs) != len(names):
+                raise MappingError(f"the target model returned {len(pt_outs)} output(s), TF's signature "
+                                   f"{len(names)} ({', '.join(names)})",
+                                   hint="return one tensor per output, in the order of VerifySpec.outputs / --tf-output")
+            start = time.perf_counter()
+            rows, reasons = [], []
+            atol_rule = None
+            for name, pt in zip(names, pt_outs):
+                tf_out = ref.outputs[name]
+                row = compare_output(name, tf_out, to_tf_layout(pt, out_layout), spec.output_kind, spec.threshold)
+                row["atol"], atol_rule = _atol(atol, spec, row["output_range"])
+                reasons += verdict_output(row, row["atol"], min_agreement)
+                rows.append(row)
+            timings["compare_seconds"] = time.perf_counter() - start
+            timings["total_seconds"] = time.perf_counter() - t0
+        except BaseException:
+            if child is not None:
+                child.stop()
+            raise
+        finally:
+            if ref is not None:
+                inputs_info = {k: {"shape": list(v.shape), "dtype": str(v.dtype), "layout": layout_of(spec, v.ndim)}
+                               for k, v in (ref.inputs or {}).items()} if ref.signature else {}
+                ref.close()
+    worst = max(rows, key=lambda r: r["max_abs_error"])
+    data = {
+        "max_abs_error": worst["max_abs_error"], "max_rel_error": max(r["max_rel_error"] for r in rows),
+        "mean_abs_error": worst["mean_abs_error"], "output_range": worst["output_range"],
+        "max_abs_error_over_range": max(r["max_abs_error_over_range"] for r in rows),
+        "nonfinite": {"tf": sum(r["nonfinite"]["tf"] for r in rows), "torch": sum(r["nonfinite"]["torch"] for r in rows)},
+        "outputs": rows,
+        "inputs": inputs_info,
+        "input_source": (f"read from {input_file}" if input_file else
+                         f"synthetic (seeded), the signature's None sizes filled from --synthetic {list(synthetic or [])}"),
+        "tf_side": meta.get("tf_side"), "tf_side_reason": meta.get("tf_side_reason"), "tf_graph": meta.get("tf_graph"),
+        "signature": meta.get("signature"),
+        "reference_vs_graph_max_abs": meta.get("reference_vs_graph_max_abs"),
+        "tf_notes": list(meta.get("tf_notes") or []), "mapping": m.name, "target": t.name, **ckpt_meta,
+        "thresholds": {"atol_rule": atol_rule, "min_agreement": min_agreement},
+        "devices": {"tf": meta.get("tf_device", "cpu"), "torch": device_name(dev)}, "allow_tf32": allow_tf32,
+        "versions": {**versions(), "tensorflow": meta.get("tf_version")}, "timings": timings,
+        "reference_cache": None if reference_cache is None else {"path": cached, "hit": child is None},
+        "reason": "; ".join(reasons), **info,
+    }
+    return VerifyReport(not reasons, data)

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -44,24 +45,56 @@ def _session_config(tf):
     return tf.compat.v1.ConfigProto(device_count={"GPU": 0})  # the reference is computed on CPU
 
 
-class TFVariables:
-    """Checkpoint variables as TensorFlow reads them: ``name in v``, ``v[name]``."""
+class _ReadOnlyArrays(Mapping):
+    """A read-only mapping of names to arrays: ``name in v``, ``v[name]``, ``len(v)``,
+    iteration and ``keys()``/``items()``/``values()``/``get()`` in sorted name order; no
+    assignment. A missing name is a ``KeyError`` naming the closest names."""
+
+    def _names(self):
+        raise NotImplementedError
+
+    def _read(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names():
+            import difflib
+
+            close = difflib.get_close_matches(name, list(self._names()), n=3, cutoff=0.3)
+            raise KeyError(f"{name!r} is not here" + (f"; closest: {', '.join(close)}" if close else ""))
+        return self._read(name)
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(sorted(self._names()))
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {len(self)} arrays>"
+
+
+class TFVariables(_ReadOnlyArrays):
+    """Checkpoint variables as TensorFlow reads them (``tf.train.load_checkpoint``), a
+    read-only mapping: ``v[name]``, ``name in v``, ``len(v)``, ``list(v)``, ``v.keys()``."""
 
     def __init__(self, tf, prefix: str):
         self._reader = tf.train.load_checkpoint(prefix)
+        self._shapes = dict(self._reader.get_variable_to_shape_map())
 
-    def __contains__(self, name: str) -> bool:
-        return self._reader.has_tensor(name)
+    def _names(self):
+        return self._shapes
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def _read(self, name: str) -> np.ndarray:
         return self._reader.get_tensor(name)
 
-    def keys(self):
-        return self._reader.get_variable_to_shape_map().keys()
 
-
-class TFGraphConstants:
-    """A frozen graph's ``Const`` nodes as TensorFlow decodes them: ``name in c``, ``c[name]``."""
+class TFGraphConstants(_ReadOnlyArrays):
+    """A frozen graph's ``Const`` nodes as TensorFlow decodes them, a read-only mapping like
+    :class:`TFVariables`."""
 
     def __init__(self, tf, path: str):
         graph_def = tf.compat.v1.GraphDef()
@@ -70,14 +103,11 @@ class TFGraphConstants:
         self._nodes = {n.name: n for n in graph_def.node if n.op == "Const"}
         self._tf = tf
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._nodes
+    def _names(self):
+        return self._nodes
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def _read(self, name: str) -> np.ndarray:
         return self._tf.make_ndarray(self._nodes[name].attr["value"].tensor)
-
-    def keys(self):
-        return self._nodes.keys()
 
 
 def find_graph(checkpoint) -> Tuple[Optional[str], Optional[str], str]:
@@ -255,6 +285,202 @@ def _restore_ops(tf, graph, graph_def, ran, slices, prefix, path):
     return assigns, values
 
 
+
+# ------------------------------------------------------------------------------------------------
+# TF2 SavedModels: tf.saved_model.load and a signature
+# ------------------------------------------------------------------------------------------------
+
+#: the signature keys TF adds that are not a model's
+_NOT_SIGNATURES = ("__saved_model_init_op",)
+
+
+def read_meta_graph(tf, path: str):
+    """The SavedModel's first meta graph (TF2 SavedModels have one), parsed; nothing runs."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as fh:
+        sm.ParseFromString(fh.read())
+    if not sm.meta_graphs:
+        raise InputError("the SavedModel holds no meta graph", path=path)
+    return next((g for g in sm.meta_graphs if "serve" in g.meta_info_def.tags), sm.meta_graphs[0])
+
+
+def _closest(name: str, names) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(names), n=5, cutoff=0.3)
+    return f"closest: {', '.join(close)}" if close else f"it has: {', '.join(sorted(names)) or 'none'}"
+
+
+def signature_inputs(tf, meta_graph, signature: str, path: str):
+    """``{input key: (numpy dtype, shape with None for unknown sizes)}`` of ``signature``, from
+    the proto; a signature the SavedModel lacks is an error naming the ones it has."""
+    sigs = {k: v for k, v in meta_graph.signature_def.items() if k not in _NOT_SIGNATURES}
+    if signature not in sigs:
+        raise InputError(f"--signature {signature!r}: the SavedModel has no such signature", path=path,
+                         hint=f"available: {', '.join(sorted(sigs)) or 'none'}")
+    out = {}
+    for key, info in sorted(sigs[signature].inputs.items()):
+        shape = None if info.tensor_shape.unknown_rank else tuple(
+            None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
+        out[key] = (tf.as_dtype(info.dtype).as_numpy_dtype, shape)
+    return out, sorted(sigs[signature].outputs)
+
+
+def fill_shape(shape, sizes, name: str):
+    """``shape`` with its ``None`` sizes filled from ``sizes``: one size per ``None``, or one fewer
+    when the first (batch) size is ``None`` (the batch is then 1)."""
+    unknown = [i for i, d in enumerate(shape) if d is None]
+    sizes = list(sizes or ())
+    if len(sizes) == len(unknown) - 1 and unknown and unknown[0] == 0:
+        sizes = [1] + sizes
+    if len(sizes) != len(unknown):
+        if not unknown:
+            return tuple(shape)
+        raise InputError(f"input {name!r} has shape {_shape_text(shape)}: its {len(unknown)} unknown size(s) "
+                         f"need --synthetic with {len(unknown)} (or {len(unknown) - 1}, the batch being 1) sizes, "
+                         f"got {len(sizes)}" if unknown[0] == 0 else
+                         f"input {name!r} has shape {_shape_text(shape)}: give --synthetic with {len(unknown)} sizes")
+    filled, it = list(shape), iter(sizes)
+    for i in unknown:
+        filled[i] = int(next(it))
+    return tuple(filled)
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def synthetic_input(shape, dtype, seed: int, high: int = 2) -> np.ndarray:
+    """Seeded values: standard normal for floats, integers in ``[0, high)`` (token ids) for ints,
+    booleans for bools."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind in "iu":
+        return rng.integers(0, high, size=shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    raise InputError(f"cannot make a synthetic input of dtype {dtype}", hint="give --input FILE")
+
+
+def read_inputs(path: str, wanted) -> Dict[str, np.ndarray]:
+    """``--input FILE`` for a signature: ``.npy`` (its one input) or ``.npz`` (one array per input
+    name), read with tf2pt's hostile-safe loaders; shapes and dtypes checked against ``wanted``."""
+    from .arrays import check_npz, load_npy
+
+    lower = path.lower()
+    if lower.endswith(".npy"):
+        if len(wanted) != 1:
+            raise InputError(f"the signature takes {len(wanted)} inputs ({', '.join(wanted)}); a .npy holds one",
+                             path=path, hint="give an .npz with one array per input name")
+        arrays = {next(iter(wanted)): load_npy(path, "input")}
+    elif lower.endswith(".npz"):
+        check_npz(path, "input")
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        missing, extra = sorted(set(wanted) - set(arrays)), sorted(set(arrays) - set(wanted))
+        if missing or extra:
+            raise InputError(f"the archive's arrays ({', '.join(sorted(arrays))}) are not the signature's inputs "
+                             f"({', '.join(sorted(wanted))})", path=path, hint="name each array after its input")
+    elif lower.endswith((".png", ".jpg", ".jpeg")):
+        arrays = {next(iter(wanted)): read_image(path, wanted)} if len(wanted) == 1 else None
+        if arrays is None:
+            raise InputError(f"the signature takes {len(wanted)} inputs; an image is one", path=path,
+                             hint="give an .npz with one array per input name")
+    else:
+        raise InputError("--input takes a .npy, an .npz or a PNG/JPEG image for a SavedModel signature", path=path)
+    out = {}
+    for name, value in arrays.items():
+        dtype, shape = wanted[name]
+        if value.dtype.kind not in "fiub":
+            raise InputError(f"input {name!r} has dtype {value.dtype}, expected numbers", path=path)
+        if shape is not None and value.ndim == len(shape) - 1:
+            value = value[None]  # the batch axis, left out
+        if shape is not None and (value.ndim != len(shape) or any(
+                d is not None and d != s for d, s in zip(shape, value.shape))):
+            raise InputError(f"input {name!r} has shape {list(value.shape)}; the signature takes {_shape_text(shape)}",
+                             path=path)
+        out[name] = np.ascontiguousarray(value.astype(dtype))
+    return out
+
+
+#: the most pixels an --input image may have (Pillow's own bomb check is a warning below 2x its limit)
+MAX_IMAGE_PIXELS = 1 << 26
+
+
+def read_image(path: str, wanted) -> np.ndarray:
+    """A PNG/JPEG through Pillow as ``(H, W, C)``, C from the signature's last size (1: grayscale,
+    3: RGB, 4: RGBA), pixel values as they are (0-255): preprocessing belongs to the model."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DependencyError("pillow", "reading --input images") from None
+    (_, shape), = wanted.values()
+    channels = shape[-1] if shape else None
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
+    if mode is None:
+        raise InputError(f"an image gives 1, 3 or 4 channels; the signature's input is {_shape_text(shape)}", path=path)
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise InputError(f"the image claims {img.width}x{img.height} pixels, more than {MAX_IMAGE_PIXELS}",
+                                 path=path)
+            data = np.asarray(img.convert(mode))
+    except InputError:
+        raise
+    except Exception as exc:  # Pillow raises many types for bad files
+        raise InputError(f"cannot read the image: {type(exc).__name__}: {exc}", path=path) from None
+    return data[..., None] if data.ndim == 2 else data
+
+
+def run_signature(tf, path: str, signature: str, *, synthetic=None, input_file: Optional[str] = None,
+                  outputs=None, given_outputs: bool = False, trust_graph: bool = False, seed: int = 0,
+                  timings: Optional[Dict[str, float]] = None, notes: Optional[list] = None, int_high: int = 2):
+    """Run a TF2 SavedModel's ``signature`` on inputs made from its own input specs (or read from
+    ``input_file``). The SavedModel is checked first (:func:`.graphcheck.check_savedmodel`), then
+    loaded with ``tf.saved_model.load``. Returns ``(inputs, outputs)``, dicts of arrays in TF's
+    layout (batch axis first), the outputs being ``outputs`` or every output of the signature."""
+    from . import graphcheck
+
+    timings = {} if timings is None else timings
+    start = time.perf_counter()
+    meta_graph = read_meta_graph(tf, path)
+    wanted, sig_outputs = signature_inputs(tf, meta_graph, signature, path)
+    if outputs:
+        unknown = [o for o in outputs if o not in sig_outputs]
+        if unknown:
+            what = "--tf-output" if given_outputs else "the mapping's output"
+            raise InputError(f"{what} {unknown[0]!r}: signature {signature!r} has no such output", path=path,
+                             hint=_closest(unknown[0], sig_outputs))
+    outputs = list(outputs or sig_outputs)
+    if trust_graph:
+        saver = []
+    else:
+        saver = graphcheck.check_savedmodel(meta_graph, path)
+    if notes is not None and saver:
+        notes.append(f"TF's own save/restore functions ({', '.join(saver)}) were checked to hold only a Saver's ops; "
+                     "tf.saved_model.load does not run them")
+    if input_file:
+        inputs = read_inputs(input_file, wanted)
+    else:
+        inputs = {}
+        for i, (name, (dtype, shape)) in enumerate(wanted.items()):
+            if shape is None:
+                raise InputError(f"input {name!r} has an unknown rank", path=path, hint="give --input FILE")
+            inputs[name] = synthetic_input(fill_shape(shape, synthetic, name), dtype, seed + i, int_high)
+    with tf.device("/cpu:0"):
+        loaded = tf.saved_model.load(path)
+        fn = loaded.signatures[signature]
+        timings["tf_graph_load_seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        result = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        timings["tf_forward_seconds"] = time.perf_counter() - start
+    return inputs, {k: np.asarray(result[k].numpy()) for k in outputs}
+
+
 def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[str] = None,
                       tf_output: Optional[str] = None, per_layer: bool = False,
                       trust_graph: bool = False) -> Dict[str, Any]:
@@ -308,6 +534,44 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
     return {"output": _to_channels_first(output), "layers": layers, "meta": meta}
 
 
+def compute_signature_reference(checkpoint, mapping, *, signature: Optional[str] = None, synthetic=None,
+                                input_file: Optional[str] = None, tf_outputs=None, trust_graph: bool = False,
+                                seed: int = 0) -> Dict[str, Any]:
+    """The TF side for a TF2 SavedModel: its ``signature`` (``--signature``, else the mapping's,
+    else ``serving_default``) run by TensorFlow. Returns ``{"inputs", "outputs", "meta"}``, the
+    arrays in TF's layout; ``meta["signature"]`` has the input and output names in order."""
+    start = time.perf_counter()
+    tf = import_tf()
+    timings: Dict[str, float] = {"tf_import_seconds": time.perf_counter() - start}
+    spec = mapping.verify
+    given = bool(tf_outputs)
+    outputs = list(tf_outputs or getattr(spec, "outputs", ()) or ())
+    name = signature or getattr(spec, "signature", None) or "serving_default"
+    path = str(checkpoint.savedmodel_dir)
+    meta: Dict[str, Any] = {"tf_version": tf.__version__, "tf_device": "cpu", "tf_notes": [], "tf_graph": path}
+    inputs, outs = run_signature(tf, path, name, synthetic=synthetic, input_file=input_file, outputs=outputs,
+                                 given_outputs=given, trust_graph=trust_graph, seed=seed, timings=timings,
+                                 notes=meta["tf_notes"], int_high=getattr(spec, "int_high", 2))
+    order = list(getattr(spec, "inputs", ()) or ()) or list(inputs)
+    if sorted(order) != sorted(inputs):
+        raise InputError(f"the mapping's inputs ({', '.join(order)}) are not signature {name!r}'s "
+                         f"({', '.join(inputs)})", path=path, hint="fix VerifySpec.inputs")
+    meta.update(tf_side="original-graph", tf_side_reason=f"ran the TF2 SavedModel's signature {name!r} "
+                "through tf.saved_model.load", tf_input=order, tf_output=list(outs),
+                signature={"name": name, "inputs": order, "outputs": list(outs)})
+    if spec.tf_reference is not None:
+        start = time.perf_counter()
+        ref_out, _ = spec.tf_reference(TFVariables(tf, str(checkpoint.prefix)), *[inputs[k] for k in order])
+        timings["tf_reference_seconds"] = time.perf_counter() - start
+        ref_outs = ref_out if isinstance(ref_out, (tuple, list)) else [ref_out]
+        diffs = [float(np.abs(np.asarray(r, np.float64) - np.asarray(o, np.float64)).max())
+                 for r, o in zip(ref_outs, outs.values()) if np.shape(r) == np.shape(o)]
+        if diffs:
+            meta["reference_vs_graph_max_abs"] = max(diffs)
+    meta["timings"] = timings
+    return {"inputs": {k: inputs[k] for k in order}, "outputs": outs, "meta": meta}
+
+
 def main(argv=None) -> int:
     """``python -m tf2pt.verify.tfside REQUEST.json``: compute a reference, write it, exit 0; on a
     typed error print its one line and exit 2; on any other error (TensorFlow's) write its type,
@@ -324,6 +588,14 @@ def main(argv=None) -> int:
         mapping = from_description(request["mapping"])
         from .arrays import load_npy
 
+        if request.get("signature_mode"):
+            with open_checkpoint(request["checkpoint"]) as ckpt:
+                result = compute_signature_reference(
+                    ckpt, mapping, signature=request.get("signature"), synthetic=request.get("synthetic"),
+                    input_file=request.get("input_file"), tf_outputs=request.get("tf_outputs"),
+                    trust_graph=request.get("trust_graph", False))
+            save_reference_file(request["output"], None, result, request.get("meta", {}))
+            return 0
         x = load_npy(request["input"], "input")
         with open_checkpoint(request["checkpoint"]) as ckpt:
             result = compute_reference(ckpt, mapping, x, tf_input=request.get("tf_input"),

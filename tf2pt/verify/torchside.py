@@ -76,3 +76,47 @@ def versions() -> Dict[str, str]:
 
     return {"tf2pt": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "cuda": str(torch.version.cuda)}
+
+
+def run_pytorch_inputs(model, inputs, device, *, allow_tf32: bool = False):
+    """Forward several inputs (numpy, torch's layout, batch axis kept) through ``model`` in eval
+    mode: ``model(*inputs)``. Returns ``(outputs, info)``: a list of numpy arrays (a tuple or
+    list of tensors returned in order, a dict's values in its order, a single tensor as one)."""
+    import torch
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    try:
+        model = model.to(device).eval()
+        tensors = []
+        for x in inputs:
+            x = np.ascontiguousarray(x)
+            if x.dtype.kind in "iu":
+                x = x.astype(np.int64)  # torch's index type (embeddings, gathers)
+            tensors.append(torch.from_numpy(x).to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model(*tensors)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        info = {"torch_forward_seconds": time.perf_counter() - start}
+        if device.type == "cuda":
+            info["peak_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        if isinstance(out, dict):
+            out = list(out.values())
+        elif not isinstance(out, (list, tuple)):
+            out = [out]
+        arrays = []
+        for o in out:
+            if not isinstance(o, torch.Tensor):
+                raise MappingError(f"the target model returned a {type(o).__name__}, not a tensor",
+                                   hint="forward must return a tensor, or a tuple of tensors in the outputs' order")
+            arrays.append(o.detach().cpu().numpy() if o.dtype in (torch.int64, torch.int32, torch.bool)
+                          else o.detach().float().cpu().numpy())
+        return arrays, info
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
