@@ -70,7 +70,7 @@ def keras_cnn(tmp_path_factory):
     keras = pytest.importorskip("keras")
     d = tmp_path_factory.mktemp("keras_cnn")
     rng = np.random.default_rng(0)
-    inp = keras.Input((8, 8, 3))
+    inp = keras.Input((8, 8, 3), name="images")  # named: Keras numbers unnamed inputs per process
     x = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv")(inp)
     x = keras.layers.BatchNormalization(name="bn", epsilon=1e-3)(x)
     x = keras.layers.Flatten()(x)
@@ -92,7 +92,7 @@ def test_a_keras_cnn_savedmodel_verifies_against_its_own_graph(tf, keras_cnn, tm
     assert out["shape"] == [3, 5] and out["kind"] == "logits" and out["kind_inferred"]
     assert out["top1_agreement"] == 1.0 and out["top5_agreement"] == 1.0 and out["rows"] == 3
     assert 0 < out["max_abs_error"] < 1e-4 and out["nonfinite"] == {"tf": 0, "torch": 0}
-    assert report["inputs"]["keras_tensor"] == {"shape": [3, 8, 8, 3], "dtype": "float32", "layout": "channels_last"}
+    assert report["inputs"]["images"] == {"shape": [3, 8, 8, 3], "dtype": "float32", "layout": "channels_last"}
     assert report["reference_vs_graph_max_abs"] < 1e-4  # the mapping's tf_reference agrees too
     assert "voxels" not in r.stdout and "top-1 agreement 100.00%" in r.stdout
 
@@ -103,9 +103,9 @@ def test_an_npy_input_is_what_both_sides_get(tf, keras_cnn, tmp_path, cli_run):
     r = cli_run("verify", keras_cnn, "-m", _mapping(tmp_path), "--input", tmp_path / "x.npy", "--json", tmp_path / "r.json")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["inputs"]["keras_tensor"]["shape"] == [1, 8, 8, 3]
+    assert report["inputs"]["images"]["shape"] == [1, 8, 8, 3]
     # the TF output really is the graph's on that input
-    expected = tf.saved_model.load(keras_cnn).signatures["serving_default"](keras_tensor=tf.constant(x[None]))
+    expected = tf.saved_model.load(keras_cnn).signatures["serving_default"](images=tf.constant(x[None]))
     assert report["output_range"] == pytest.approx(float(np.ptp(expected["output_0"].numpy())), rel=1e-6)
 
 
@@ -117,7 +117,7 @@ def test_a_png_input_through_pillow(tf, keras_cnn, tmp_path, cli_run):
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     expected = tf.saved_model.load(keras_cnn).signatures["serving_default"](
-        keras_tensor=tf.constant(pixels[None].astype(np.float32)))["output_0"].numpy()
+        images=tf.constant(pixels[None].astype(np.float32)))["output_0"].numpy()
     assert report["output_range"] == pytest.approx(float(np.ptp(expected)), rel=1e-6)
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     r = cli_run("verify", keras_cnn, "-m", _mapping(tmp_path), "--input", tmp_path / "bad.png")
