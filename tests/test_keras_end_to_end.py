@@ -170,10 +170,29 @@ def test_reader_reports_the_model_layers_the_same_in_every_format(version, keras
     assert tables["keras"] == tables["h5"]
 
 
-@pytest.mark.parametrize("case", [("3", "rnn", "keras"), ("2", "cnn", "h5")], ids=lambda c: kf.case_id(c))
-def test_cli_converts_without_tensorflow_or_keras(case, keras_case, run_cli, tmp_path):
-    """``tf2pt convert FILE -m mapping.py -o x.safetensors`` in a process where TensorFlow and
-    both Kerases cannot be imported; the mapping file holds the reader's layer table."""
+#: a ``sitecustomize`` that makes these packages absent, as if not installed: ``import`` raises
+#: ModuleNotFoundError and ``importlib.util.find_spec`` answers None. (``run_cli``'s ``block=``
+#: raises from ``find_spec`` instead, which torch trips over where a real absence is harmless:
+#: building ``nn.Embedding`` on the meta device imports ``torch._dynamo``, which probes
+#: ``find_spec("tensorflow")`` to skip its files.)
+HIDE = """
+import sys
+_HIDDEN = ('tensorflow', 'keras', 'tf_keras')
+class _Hide:
+    def __init__(self, finder):
+        self._finder = finder
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in _HIDDEN:
+            return None
+        find = getattr(self._finder, 'find_spec', None)
+        return find(name, path, target) if find is not None else None
+    def __getattr__(self, attr):
+        return getattr(self._finder, attr)
+sys.meta_path[:] = [_Hide(f) for f in sys.meta_path]
+"""
+
+
+def _cli_convert(case, keras_case, run_cli, tmp_path, how):
     from safetensors.torch import load_file
 
     from tf2pt.read import open_checkpoint
@@ -189,9 +208,27 @@ def test_cli_converts_without_tensorflow_or_keras(case, keras_case, run_cli, tmp
                             f"TABLE = json.loads({json.dumps(json.dumps(table))})\n"
                             f"MAPPING = keras_mapping({kind!r}, TABLE)\n")
     out = tmp_path / "x.safetensors"
-    r = run_cli("convert", path, "-m", mapping_file, "-o", out, block=("tensorflow", "keras", "tf_keras"))
+    args = ("convert", path, "-m", mapping_file, "-o", out)
+    if how == "block":
+        r = run_cli(*args, block=("tensorflow", "keras", "tf_keras"))
+    else:
+        hide = tmp_path / "hide"
+        hide.mkdir()
+        (hide / "sitecustomize.py").write_text(HIDE)
+        env = {"PYTHONPATH": str(hide) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        probe = run_cli("--version", env=env)  # the child really has no TensorFlow or Keras
+        assert probe.returncode == 0, probe.stderr
+        import subprocess
+        import sys
+
+        gone = subprocess.run([sys.executable, "-c", "import importlib.util as u; import sys\n"
+                               "assert all(u.find_spec(n) is None for n in ('tensorflow', 'keras', 'tf_keras'))\n"
+                               "try:\n    import tensorflow\nexcept ModuleNotFoundError:\n    sys.exit(0)\nsys.exit(1)"],
+                              env=dict(os.environ, **env), capture_output=True, text=True)
+        assert gone.returncode == 0, gone.stderr
+        r = run_cli(*args, env=env)
     assert r.returncode == 0, r.stderr
-    assert out.exists()
+    assert "problems: 0" in r.stdout + r.stderr
     model = keras_mapping(kind, table).default_target.build()
     model.load_state_dict(load_file(str(out)), strict=True)
     model.eval()
@@ -199,3 +236,48 @@ def test_cli_converts_without_tensorflow_or_keras(case, keras_case, run_cli, tmp
     with torch.no_grad():
         got = model(torch_input(kind, x))
     assert_close(got, expected)
+
+
+@pytest.mark.parametrize("case", [("3", "rnn", "keras"), ("2", "cnn", "h5"), ("2", "rnn", "weights_h5")],
+                         ids=lambda c: kf.case_id(c))
+def test_cli_converts_without_tensorflow_or_keras(case, keras_case, run_cli, tmp_path):
+    """``tf2pt convert FILE -m mapping.py -o x.safetensors`` in a process where TensorFlow and
+    both Kerases are absent; the mapping file holds the reader's layer table."""
+    _cli_convert(case, keras_case, run_cli, tmp_path, "hide")
+
+
+def test_cli_converts_with_tensorflow_blocked(keras_case, run_cli, tmp_path):
+    """The same under ``run_cli``'s stricter ``block=`` (a model without nn.Embedding)."""
+    _cli_convert(("3", "cnn", "h5"), keras_case, run_cli, tmp_path, "block")
+
+
+def test_the_check_fails_for_the_near_misses(keras_case):
+    """What the comparison catches: torch's symmetric padding for Keras' stride-2 SAME, torch's
+    default BN eps, and the Dense rows left in NHWC order each miss Keras' output."""
+    import tf2pt
+
+    path, expected, x = keras_case(("3", "cnn", "keras"))
+    mapping = mapping_for(path, "cnn")[0]
+    state, _ = tf2pt.convert(path, mapping=mapping)
+
+    def run(change):
+        model = mapping.default_target.build()
+        change(model)
+        model.load_state_dict(state, strict=True)
+        model.eval()
+        with torch.no_grad():
+            return model(torch_input("cnn", x))
+
+    assert_close(run(lambda m: None), expected)
+    with pytest.raises(AssertionError, match="max error"):
+        assert_close(run(lambda m: setattr(m, "conv", nn.Conv2d(2, 4, 3, stride=2, padding=1))), expected)
+    with pytest.raises(AssertionError, match="max error"):
+        assert_close(run(lambda m: setattr(m.bn, "eps", 1e-5)), expected)
+    nhwc_rows = dict(state)
+    w = state["fc1.weight"]  # [out, C*H*W] -> the rows Keras' kernel had, [out, H*W*C]
+    nhwc_rows["fc1.weight"] = w.reshape(w.shape[0], 4, 4, 4).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+    model = mapping.default_target.build()
+    model.load_state_dict(nhwc_rows, strict=True)
+    model.eval()
+    with torch.no_grad(), pytest.raises(AssertionError, match="max error"):
+        assert_close(model(torch_input("cnn", x)), expected)
