@@ -132,7 +132,6 @@ def cnn_geometry(rows) -> Dict[str, Any]:
 
 def build_cnn(rows):
     """The torch CNN for ``resolve("cnn", ...)``'s rows."""
-    import torch
     from torch import nn
 
     from .. import nn as tfnn
@@ -160,14 +159,14 @@ def build_cnn(rows):
             self.fc2 = nn.Linear(g["hidden"], g["classes"])
             self.fc2_act = _act(fc2["config"])
 
-        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        def forward(self, x):
             x = self.bn(self.conv_act(self.conv(x)))
             return self.fc2_act(self.fc2(self.fc1_act(self.fc1(self.flatten(x)))))
 
     return KerasCNN()
 
 
-def _with_units(config, row, inner=False) -> Dict[str, Any]:
+def _with_units(config, row) -> Dict[str, Any]:
     cfg = dict(config or {})
     if "units" not in cfg:  # a weights-only file: the units from the recurrent kernel [units, gates * units]
         cfg["units"] = _shape(row, "recurrent_kernel")[0]
@@ -176,7 +175,6 @@ def _with_units(config, row, inner=False) -> Dict[str, Any]:
 
 def build_text(rows):
     """The torch text model for ``resolve("rnn", ...)``'s rows."""
-    import torch
     from torch import nn
 
     emb, bi, gru, dense = rows
@@ -196,7 +194,7 @@ def build_text(rows):
             self.dense = nn.Linear(*reversed(_shape(dense, "kernel")))
             self.dense_act = _act(dense["config"])
 
-        def forward(self, ids: "torch.Tensor") -> "torch.Tensor":
+        def forward(self, ids):
             y, _ = self.lstm(self.embedding(ids))
             y, _ = self.gru(y)
             return self.dense_act(self.dense(y[:, -1]))
