@@ -473,6 +473,12 @@ class KerasCheckpoint(Checkpoint):
                 names = keras3_variable_names(snake, layer_cfg if cfg_path == owner or owner.endswith("/cell") else None,
                                               len(members)) if snake else None
                 role, reason = _keras3_role(owner)
+                # the layer is the model's (an RNN, a Bidirectional), not its cell or wrapped copies,
+                # as in a Keras 2 .h5: same layer, class and config whichever format holds the model
+                layer_owner = _model_layer(owner)
+                layer_name = _keras3_readable(layer_owner, groups, owners) if layer_owner != owner else readable_prefix
+                layer_path = _longest_prefix(layer_owner, owners)
+                layer_entry = owners.get(layer_path) if layer_path is not None else None
                 for i, (leaf, dset) in enumerate(members):
                     key = f"{head}/{leaf}"
                     if key in self._stores:
@@ -480,10 +486,10 @@ class KerasCheckpoint(Checkpoint):
                     var_name = names[i] if names else leaf
                     readable = f"{readable_prefix}/{var_name}" if readable_prefix else (var_name if names else None)
                     v = self._var(key, dset, key, readable if role == "inference" or names else None, role, reason)
-                    v.layer = readable_prefix or None
-                    if entry is not None:
-                        v.layer_class = entry.get("class_name")
-                        v.layer_config = _trimmed(entry.get("config"))
+                    v.layer = layer_name or None
+                    if layer_entry is not None:
+                        v.layer_class = layer_entry.get("class_name")
+                        v.layer_config = _trimmed(layer_entry.get("config"))
                     collected.append(((si, head), v))
                 group_first[(si, head)] = first
         # Keras writes a model's layers in order, but a layer's attributes alphabetically
@@ -585,6 +591,17 @@ def _keras2_slot(readable: str, model_names) -> Tuple[Optional[str], Optional[st
             head, sep, rest = head.rpartition("_")
             slot = f"{rest}_{slot}"
     return None, None
+
+
+def _model_layer(owner: str) -> str:
+    """The group of the model layer that owns ``owner``'s variables: an RNN's ``cell`` and a
+    Bidirectional's ``forward_layer`` / ``backward_layer`` (and their cells) belong to the RNN
+    or the Bidirectional (``layers/bidirectional`` of ``layers/bidirectional/forward_layer/cell``)."""
+    while True:
+        head, _, last = owner.rpartition("/")
+        if not head or last not in ("cell", "forward_layer", "backward_layer"):
+            return owner
+        owner = head
 
 
 def _top_layer(head: str) -> str:
