@@ -156,6 +156,30 @@ def _in_channels(mapping, kwargs: Dict[str, Any]) -> int:
     return int(kwargs.get("in_channels", mapping.source.meta.get("in_channels", 1)))
 
 
+def _torch_side(ckpt, entries, target, kwargs, device, timings):
+    """torch's import, the converted tensors and the loaded target model, each phase timed:
+    ``(model, device)``. A declared spec that the model disagrees with is a MappingError."""
+    from ..conversion import iter_tensors
+
+    start = time.perf_counter()
+    import torch  # noqa: F401
+
+    timings["torch_import_seconds"] = time.perf_counter() - start
+    dev = pick_device(device)
+    start = time.perf_counter()
+    state_dict = dict(iter_tensors(ckpt, entries))
+    timings["convert_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    model = target.build(**kwargs)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise MappingError(f"target {target.name!r} does not take the converted state dict: "
+                           f"{' '.join(str(exc).split())[:300]}", hint="the mapping's spec and its model disagree") from None
+    timings["model_build_seconds"] = time.perf_counter() - start
+    return model, dev
+
+
 def _cuda_visible() -> bool:
     """Whether PyTorch will see a GPU, without importing torch (the TF side starts first)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -461,7 +485,7 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
         from ..write.atomic import check_output
 
         check_output(figure, force)
-    from ..conversion import iter_tensors, prepare
+    from ..conversion import prepare
     from ..read import open_checkpoint
 
     with open_checkpoint(checkpoint_path) as ckpt, tempfile.TemporaryDirectory(prefix="tf2pt-verify-") as workdir:
@@ -491,24 +515,7 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
                                 workdir=workdir, trust_graph=trust_graph)
         try:
             # meanwhile, the PyTorch side: torch's import, the tensors, the model
-            start = time.perf_counter()
-            import torch  # noqa: F401
-
-            timings["torch_import_seconds"] = time.perf_counter() - start
-            dev = pick_device(device)
-            start = time.perf_counter()
-            state_dict = dict(iter_tensors(ckpt, entries))
-            timings["convert_seconds"] = time.perf_counter() - start
-            start = time.perf_counter()
-            model = t.build(**kwargs)
-            try:
-                model.load_state_dict(state_dict, strict=True)
-            except RuntimeError as exc:  # a declared spec that the model disagrees with
-                raise MappingError(f"target {t.name!r} does not take the converted state dict: "
-                                   f"{' '.join(str(exc).split())[:300]}",
-                                   hint="the mapping's spec and its model disagree") from None
-            del state_dict
-            timings["model_build_seconds"] = time.perf_counter() - start
+            model, dev = _torch_side(ckpt, entries, t, kwargs, device, timings)
             # torch's forward needs nothing from TF: it runs while the TF child starts and runs
             layer_modules = {k: t.layers[k] for k in spec.layers if k in t.layers} if per_layer else {}
             pt_out, pt_layers, info = run_pytorch(model, x, dev, allow_tf32=allow_tf32, layers=layer_modules)
@@ -665,7 +672,7 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
     """verify for a TF2 SavedModel: TF runs its signature on inputs made from the signature's
     specs (or ``input_file``); torch runs the converted model on the same inputs, moved to its
     layout; every output is compared with the metrics that fit its kind."""
-    from ..conversion import iter_tensors, prepare
+    from ..conversion import prepare
     from ..read import open_checkpoint
     from .compare import compare_output, verdict_output
 
@@ -696,24 +703,7 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
             child = TFSignatureChild(checkpoint_path, m, signature=signature, synthetic=synthetic, input_file=input_file,
                                      tf_outputs=tf_outputs, workdir=workdir, trust_graph=trust_graph)
         try:
-            start = time.perf_counter()
-            import torch  # noqa: F401
-
-            timings["torch_import_seconds"] = time.perf_counter() - start
-            dev = pick_device(device)
-            start = time.perf_counter()
-            state_dict = dict(iter_tensors(ckpt, entries))
-            timings["convert_seconds"] = time.perf_counter() - start
-            start = time.perf_counter()
-            model = t.build(**kwargs)
-            try:
-                model.load_state_dict(state_dict, strict=True)
-            except RuntimeError as exc:
-                raise MappingError(f"target {t.name!r} does not take the converted state dict: "
-                                   f"{' '.join(str(exc).split())[:300]}",
-                                   hint="the mapping's spec and its model disagree") from None
-            del state_dict
-            timings["model_build_seconds"] = time.perf_counter() - start
+            model, dev = _torch_side(ckpt, entries, t, kwargs, device, timings)
             if child is not None:
                 ref = child.wait()
                 timings["tf_process_seconds"] = time.perf_counter() - tf_start
