@@ -121,7 +121,7 @@ def _os_error(exc: OSError, fallback) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tf2pt")
 def cli():
-    """Convert TensorFlow checkpoints to PyTorch weights, exactly and provably.
+    """Convert TensorFlow and Keras checkpoints to PyTorch weights, exactly and provably.
 
     \b
     Exit codes: 0 success, 1 verify found a parity failure,
@@ -154,8 +154,8 @@ def inspect_cmd(checkpoint, show_all, pattern, fmt, stats, check, backend):
     """List the variables of CHECKPOINT: name, shape, dtype, parameters, bytes, role.
 
     CHECKPOINT is a prefix (model.ckpt-1000), its .index, a directory with a `checkpoint` file
-    or one bundle, a SavedModel directory, or a frozen GraphDef .pb. Training-only variables are
-    hidden unless --all.
+    or one bundle, a SavedModel directory, a frozen GraphDef .pb, or a Keras weight file (.h5,
+    .keras, .weights.h5, .weights.json). Training-only variables are hidden unless --all.
     """
     from . import table
     from .read import open_checkpoint
