@@ -5,26 +5,20 @@ window). torch's ``count_include_pad=False`` does the same only for symmetric pa
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .same import _pad_arg
+from .same import SamePool
 
 
-class AvgPoolSame(nn.Module):
+class AvgPoolSame(SamePool):
     """TF average pooling with ``SAME`` padding (1, 2 or 3 spatial axes, channels-first)."""
 
-    def __init__(self, kernel_size: Sequence[int], stride: Sequence[int]):
-        super().__init__()
-        self.kernel_size = tuple(kernel_size)
-        self.stride = tuple(stride)
+    repr_note = " (padding not counted)"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nd = len(self.kernel_size)
-        pads = _pad_arg(x.shape[-nd:], self.kernel_size, self.stride, (1,) * nd)
+        pads = self.same_pads(x)
         pool = getattr(F, f"avg_pool{nd}d")
         kw = {} if nd == 1 else {"divisor_override": 1}
         if not any(pads):
@@ -38,6 +32,3 @@ class AvgPoolSame(nn.Module):
             total = pool(F.pad(x, pads), self.kernel_size, self.stride, **kw)
             count = pool(F.pad(ones, pads), self.kernel_size, self.stride, **kw)
         return total / count
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding=SAME (padding not counted)"

@@ -103,21 +103,33 @@ class ConvTranspose3dSame(_SameConvTranspose, nn.ConvTranspose3d):
     """``nn.ConvTranspose3d`` computing TF ``conv3d_transpose(padding="SAME")``."""
 
 
-class MaxPoolSame(nn.Module):
-    """TF ``max_pool(padding="SAME")``: padded positions never win (they are -inf)."""
+class SamePool(nn.Module):
+    """A TF ``padding="SAME"`` pooling window (1, 2 or 3 spatial axes, channels-first)."""
+
+    repr_note = ""
 
     def __init__(self, kernel_size: Sequence[int], stride: Sequence[int]):
         super().__init__()
         self.kernel_size = tuple(kernel_size)
         self.stride = tuple(stride)
 
+    def same_pads(self, x: torch.Tensor) -> List[int]:
+        """``F.pad`` arguments of TF ``SAME`` for ``x``'s spatial axes."""
+        nd = len(self.kernel_size)
+        return _pad_arg(x.shape[-nd:], self.kernel_size, self.stride, (1,) * nd)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding=SAME{self.repr_note}"
+
+
+class MaxPoolSame(SamePool):
+    """TF ``max_pool(padding="SAME")``: padded positions never win (they are -inf)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nd = len(self.kernel_size)
-        pads = _pad_arg(x.shape[-nd:], self.kernel_size, self.stride, (1,) * nd)
+        pads = self.same_pads(x)
         if any(pads):
             x = F.pad(x, pads, value=float("-inf"))
         pool = getattr(F, f"max_pool{nd}d")
         return pool(x, self.kernel_size, self.stride)
 
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding=SAME"

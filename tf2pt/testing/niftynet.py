@@ -94,9 +94,9 @@ def _build(tf, images, is_training: bool, num_classes: int, activation: str):
         return conv_layer(flow, num_classes, 1, "conv_2", act=False)
 
 
-def random_inference_values(name: str, shape, rng: np.random.Generator) -> np.ndarray:
-    """Non-trivial values: a swapped mean/variance or a wrong permutation changes the output."""
-    leaf = name.rsplit("/", 1)[-1]
+def statistic_values(leaf: str, shape, rng: np.random.Generator):
+    """Realistic values for a BN statistic or parameter, or a PReLU slope (``None`` for other
+    leaves): moving variance != 1 and mean != 0, so a swap of the two changes the output."""
     if leaf == "moving_variance":
         return rng.uniform(0.5, 2.0, shape).astype(np.float32)
     if leaf == "moving_mean":
@@ -107,6 +107,14 @@ def random_inference_values(name: str, shape, rng: np.random.Generator) -> np.nd
         return rng.normal(0.0, 0.3, shape).astype(np.float32)
     if leaf == "alpha":
         return rng.uniform(0.05, 0.4, shape).astype(np.float32)
+    return None
+
+
+def random_inference_values(name: str, shape, rng: np.random.Generator) -> np.ndarray:
+    """Non-trivial values: a swapped mean/variance or a wrong permutation changes the output."""
+    value = statistic_values(name.rsplit("/", 1)[-1], shape, rng)
+    if value is not None:
+        return value
     fan_in = int(np.prod(shape[:-1]))
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 

@@ -173,18 +173,13 @@ def niftynet_modules():
 def random_inference_values(name: str, shape, rng: np.random.Generator) -> np.ndarray:
     """Non-trivial values: a swapped mean/variance, a wrong permutation or two same-shaped
     kernels swapped changes the output."""
+    from .niftynet import statistic_values
+
     leaf = name.rsplit("/", 1)[-1]
     shape = list(shape)
-    if leaf == "moving_variance":
-        return rng.uniform(0.5, 2.0, shape).astype(np.float32)
-    if leaf == "moving_mean":
-        return rng.normal(0.3, 0.5, shape).astype(np.float32)
-    if leaf == "gamma":
-        return rng.uniform(0.6, 1.4, shape).astype(np.float32)
-    if leaf == "beta":
-        return rng.normal(0.0, 0.3, shape).astype(np.float32)
-    if leaf == "alpha":
-        return rng.uniform(0.05, 0.4, shape).astype(np.float32)
+    value = statistic_values(leaf, shape, rng)
+    if value is not None:
+        return value
     if leaf == "b":
         return rng.normal(0.0, 0.1, shape).astype(np.float32)
     if leaf == "prior":
