@@ -126,29 +126,31 @@ def closure(graph_def, fetches: Iterable[str], feeds: Iterable[str]) -> Set[str]
     return seen
 
 
+def _reachable(library, start: Iterable[str]) -> List[str]:
+    """The library's functions that ``start`` (function names) call, transitively: each once,
+    depth first, in the order found. A name the library lacks is skipped (TF fails on it)."""
+    order: List[str] = []
+    seen: Set[str] = set()
+    todo = list(start)
+    while todo:
+        fname = todo.pop()
+        if fname in seen or fname not in library:
+            continue
+        seen.add(fname)
+        order.append(fname)
+        for node in library[fname].node_def:
+            todo += _functions_called(node)
+    return order
+
+
 def _ops_run(graph_def, names: Set[str]) -> List[Tuple[str, str]]:
     """``(op, where)`` for every node in ``names`` and every node of every function they call,
     transitively (each function once)."""
     nodes = {n.name: n for n in graph_def.node}
     library = {f.signature.name: f for f in getattr(getattr(graph_def, "library", None), "function", ())}
-    out: List[Tuple[str, str]] = []
-    pending: List[str] = []
-    for name in sorted(names):
-        node = nodes[name]
-        out.append((node.op, f"node {name!r}"))
-        pending += _functions_called(node)
-    done: Set[str] = set()
-    while pending:
-        fname = pending.pop()
-        if fname in done:
-            continue
-        done.add(fname)
-        func = library.get(fname)
-        if func is None:
-            continue  # an op named by a function attribute that the library lacks: TF fails on it
-        for node in func.node_def:
-            out.append((node.op, f"node {node.name!r} of function {fname!r}"))
-            pending += _functions_called(node)
+    out = [(nodes[name].op, f"node {name!r}") for name in sorted(names)]
+    for fname in _reachable(library, [f for name in sorted(names) for f in _functions_called(nodes[name])]):
+        out += [(node.op, f"node {node.name!r} of function {fname!r}") for node in library[fname].node_def]
     return out
 
 
@@ -222,16 +224,7 @@ def check_savedmodel(meta_graph, path: str) -> List[str]:
                 saver_nodes.add(_node_of(tensor))
 
     def reach(start: Iterable[str]) -> Set[str]:
-        seen: Set[str] = set()
-        todo = list(start)
-        while todo:
-            fname = todo.pop()
-            if fname in seen or fname not in library:
-                continue
-            seen.add(fname)
-            for node in library[fname].node_def:
-                todo += _functions_called(node)
-        return seen
+        return set(_reachable(library, start))
 
     saver_funcs = reach(f for n in saver_nodes if n in nodes for f in _functions_called(nodes[n]))
     other_nodes = [n for name, n in nodes.items() if name not in saver_nodes]
