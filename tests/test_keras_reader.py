@@ -86,10 +86,10 @@ def test_inspect_and_dump_equal_what_keras_loads(case, keras_files, cli_run, tmp
         assert case[1] != "cnn" or (bn and all(x["layer_config"]["epsilon"] == pytest.approx(1e-3) for x in bn))
 
 
-@pytest.mark.parametrize("case", [("3", "rnn", "keras"), ("2", "cnn", "h5"), ("3", "cnn", "sharded")],
-                         ids=lambda c: kf.case_id(c))
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_without_tensorflow_or_keras(case, keras_files, run_cli, tmp_path):
-    """The same answers in a process where TensorFlow and both Kerases cannot be imported."""
+    """The same answers, for every fixture format, in a process where TensorFlow and both
+    Kerases cannot be imported (#13's acceptance)."""
     from safetensors.numpy import load_file
 
     path, weights, optimizer = keras_files(case)
