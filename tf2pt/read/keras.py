@@ -267,6 +267,8 @@ class KerasCheckpoint(Checkpoint):
         self._open: List[Any] = []  # h5py files, temporary files, archives: closed by close()
         self._stores: Dict[str, Tuple[Any, str]] = {}  # variable -> (dataset or npz loader, where)
         self.model_config: Optional[dict] = None
+        #: the Keras version that wrote the file, as the file says (``None`` where it does not)
+        self.keras_version: Optional[str] = None
         if not os.path.exists(spath):
             raise CheckpointNotFoundError("no such file", path=spath)
         self.files = [Path(spath)]
@@ -329,6 +331,7 @@ class KerasCheckpoint(Checkpoint):
         if z.has("metadata.json"):
             meta = _parse_json(z.read_small("metadata.json"), path, "metadata.json")
             if isinstance(meta, dict) and meta.get("keras_version"):
+                self.keras_version = str(meta["keras_version"])
                 self.notes.append(f"written by Keras {meta['keras_version']}")
         if z.has("model.weights.h5"):
             tmp = z.extract_temp("model.weights.h5")
@@ -394,6 +397,7 @@ class KerasCheckpoint(Checkpoint):
             _refuse_code(_parse_json(training, label, "the training_config attribute"), label, "training_config attribute")
         version = _attr_text(f, "keras_version") or _attr_text(groups.get(root, f), "keras_version")
         if version:
+            self.keras_version = version
             self.notes.append(f"written by Keras {version}")
         layer_names = _attr_list(groups[root], "layer_names", label)
         if layer_names is None:
