@@ -335,14 +335,15 @@ def test_tf_saved_model_load_never_runs_the_savedmodels_own_restore_function(tf,
     target = tmp_path / "pwned.txt"
     path = _writing_module(tf, str(tmp_path / "evil"), target, "none")
     _tamper_restore(path, target)
-    r = cli_run("verify", path, "-m", _two_mapping(tmp_path), "--trust-graph")
+    r = cli_run("verify", path, "-m", _two_mapping(tmp_path), "--trust-graph", "--synthetic", "3")  # batch 3: a
+    # batch of 1 makes "score" one number, its range 0 and so its default atol 0
     assert r.returncode == 0, r.stdout + r.stderr
     assert not target.exists()
 
 
 def test_the_clean_module_of_the_same_shape_passes(tf, tmp_path, cli_run):
     path = _writing_module(tf, str(tmp_path / "clean"), tmp_path / "never", "none")
-    r = cli_run("verify", path, "-m", _two_mapping(tmp_path), "--json", tmp_path / "r.json")
+    r = cli_run("verify", path, "-m", _two_mapping(tmp_path), "--synthetic", "3", "--json", tmp_path / "r.json")
     assert r.returncode == 0, r.stdout + r.stderr
     notes = json.loads((tmp_path / "r.json").read_text())["tf_notes"]
     assert any("save/restore functions" in n and "traced_restore" in n for n in notes), notes
@@ -532,3 +533,98 @@ def test_tf1_and_tf2_savedmodels_are_told_apart_without_tensorflow(tf, two_modul
     assert savedmodel_version(tf1) == "tf1" and not is_tf2_savedmodel(tf1)
     assert savedmodel_version(two_module) == "tf2" and savedmodel_version(keras_cnn) == "tf2"
     assert is_tf2_savedmodel(os.path.join(keras_cnn, "saved_model.pb"))
+
+
+# ------------------------------------------------------------------------------------------------
+# a TF1 graph whose input is not a 5-D volume: the path of models with named inputs
+# ------------------------------------------------------------------------------------------------
+
+TF1_2D_MAPPING = '''
+from tf2pt.mapping import TRAINING_ONLY, Fill, Mapping, Rename, Source, Target, VerifySpec
+
+
+def build():
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, eps=1e-3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+
+
+MAPPING = Mapping(
+    name="tf1_2d", description="a TF1 2-D segmenter", source=Source(origin="a test"),
+    targets=[Target("torch", "Sequential", build, [
+        Rename("conv/w", "0.weight", "conv2d"), Rename("conv/b", "0.bias"),
+        Rename("bn/gamma", "1.weight"), Rename("bn/beta", "1.bias"),
+        Rename("bn/moving_mean", "1.running_mean"), Rename("bn/moving_variance", "1.running_var"),
+        Rename("head/w", "3.weight", "conv2d"), Rename("head/b", "3.bias")],
+        fill=[Fill(r".*num_batches_tracked", 0, "not a TF variable")])],
+    ignore=[TRAINING_ONLY],
+    verify=VerifySpec(tf_input="images:0", tf_output="logits:0", feeds={feeds}),
+)
+'''
+
+
+@pytest.fixture(scope="module")
+def tf1_2d(tmp_path_factory):
+    """A TF1 graph (Saver, .meta) with an NHWC (None, None, None, 3) placeholder, a training
+    flag fed False, BN with moving statistics away from 0/1, a 1x1 head: (N, H, W, 2) logits."""
+    tf = pytest.importorskip("tensorflow")
+    v1 = tf.compat.v1
+    rng = np.random.default_rng(9)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, None, None, 3], name="images")
+        training = v1.placeholder_with_default(True, [], name="training")
+
+        def var(name, shape, positive=False):
+            value = rng.standard_normal(shape).astype(np.float32)
+            return v1.get_variable(name, initializer=np.abs(value) + 0.3 if positive else value)
+
+        with v1.variable_scope("conv"):
+            y = tf.nn.conv2d(x, var("w", (3, 3, 3, 4)), 1, "SAME") + var("b", (4,))
+        with v1.variable_scope("bn"):
+            gamma, beta = var("gamma", (4,)), var("beta", (4,))
+            mean, variance = var("moving_mean", (4,)), var("moving_variance", (4,), positive=True)
+            y = tf.cond(training, lambda: tf.nn.batch_normalization(y, *tf.nn.moments(y, [0, 1, 2]), beta, gamma, 1e-3),
+                        lambda: tf.nn.batch_normalization(y, mean, variance, beta, gamma, 1e-3))
+        y = tf.nn.relu(y)
+        with v1.variable_scope("head"):
+            y = tf.nn.conv2d(y, var("w", (1, 1, 4, 2)), 1, "SAME") + var("b", (2,))
+        tf.identity(y, name="logits")
+        saver = v1.train.Saver()
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            return saver.save(sess, str(tmp_path_factory.mktemp("tf1_2d") / "model.ckpt"))
+
+
+def test_a_tf1_graph_with_a_4d_input_verifies_with_synthetic_sizes(tf, tf1_2d, tmp_path, cli_run):
+    """A 4-D NHWC placeholder (read from the .meta without TF) takes the path of models with named
+    inputs: the two --synthetic sizes fill H and W (batch 1), the graph runs with its feeds."""
+    mapping = tmp_path / "tf1_2d.py"
+    mapping.write_text(TF1_2D_MAPPING.format(feeds='{"training:0": False}'))
+    r = cli_run("verify", tf1_2d, "-m", mapping, "--synthetic", "6", "7", "--json", tmp_path / "r.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["tf_side"] == "original-graph" and "model.ckpt.meta" in report["tf_side_reason"]
+    assert report["inputs"] == {"images:0": {"shape": [1, 6, 7, 3], "dtype": "float32", "layout": "channels_last"}}
+    (out,) = report["outputs"]
+    assert out["name"] == "logits:0" and out["shape"] == [1, 6, 7, 2] and out["kind"] == "segmentation"
+    assert out["voxels"] == 42 and out["label_agreement"] == 1.0 and out["max_abs_error"] < 1e-4
+    # the mapping's feeds reach the graph: without training=False its BN uses the batch's statistics
+    unfed = tmp_path / "tf1_2d_unfed.py"
+    unfed.write_text(TF1_2D_MAPPING.format(feeds="{}"))
+    r = cli_run("verify", tf1_2d, "-m", unfed, "--synthetic", "6", "7")
+    assert r.returncode == 1, r.stdout + r.stderr
+    # a tensor the graph lacks is exit 2, naming the closest
+    r = cli_run("verify", tf1_2d, "-m", mapping, "--synthetic", "6", "7", "--tf-output", "logit:0")
+    assert r.returncode == 2 and "--tf-output 'logit:0'" in r.stderr and "logits:0" in r.stderr, r.stderr
+    r = cli_run("verify", tf1_2d, "-m", mapping, "--synthetic", "6", "7", "--signature", "serving_default")
+    assert r.returncode == 2 and "--signature applies to TF2 SavedModels" in r.stderr, r.stderr
+
+
+def test_graph_input_rank_is_read_without_tensorflow(tf1_2d, example):
+    from tf2pt.verify.graphshape import graph_input_rank
+
+    assert graph_input_rank(tf1_2d, "images:0") == 4
+    assert graph_input_rank(tf1_2d, "training:0") == 0
+    assert graph_input_rank(tf1_2d, "logits:0") is None  # not a placeholder
+    assert graph_input_rank(example, "images:0") == 5  # NiftyNet's volume: the 3-D path, as before

@@ -523,10 +523,11 @@ def _parse_sizes(value):
                    "Default: the MNI152 T1 template from nilearn.")
 @click.option("--synthetic", default=None, metavar="SIZE...",
               help="Use seeded random inputs: three sizes D H W for a 3-D volume model; for a TF2 SavedModel, "
-                   "one size per unknown (None) dimension of its signature's inputs (the batch may be left out: 1).")
+                   "one size per unknown (None) dimension of its signature's (or Keras model's) inputs (the batch may be "
+                   "left out: 1).")
 @click.option("--input", "input_file", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Input file: .npy (one input) or .npz (one array per input name, for multi-input signatures), "
-                   "in TF's layout; for a 3-D volume model as --volume.")
+              help="Input file: .npy (one input), .npz (one array per input name, for multi-input signatures and "
+                   "Keras models) or a PNG/JPEG image, in TF's layout; for a 3-D volume model as --volume.")
 @click.option("--signature", default=None, metavar="NAME",
               help="The TF2 SavedModel's signature to run (default: the mapping's, else serving_default).")
 @click.option("--crop", type=str, nargs=3, default=None, metavar="D H W",
@@ -546,7 +547,7 @@ def _parse_sizes(value):
 @click.option("--tf-input", default=None, metavar="TENSOR", help="Input tensor of the original TF graph (default: the mapping's).")
 @click.option("--tf-output", multiple=True, metavar="TENSOR",
               help="Output tensor of the original TF graph (default: the mapping's); for a TF2 SavedModel, an output "
-                   "of its signature, repeatable (default: every output).")
+                   "of its signature, for a Keras file a Keras output name; repeatable (default: every output).")
 @click.option("--save-reference", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Only run TensorFlow and save input + outputs to this .npz (needs TF, not torch).")
 @click.option("--sample-voxels", type=click.IntRange(1), default=None, metavar="N",

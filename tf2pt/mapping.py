@@ -249,6 +249,16 @@ class VerifySpec:
     ``"none"`` (the arrays are passed as they are: vectors, token ids); ``None``: channels_last
     for rank >= 3, none below. ``tf_reference(variables, *inputs)`` then gets the inputs in TF's
     layout and returns ``(output or tuple of outputs, {})``.
+
+    A Keras ``.keras`` or full-model ``.h5`` file runs through Keras itself (Keras 3's
+    ``load_model(safe_mode=True)``, or ``tf_keras`` for a file Keras 2 wrote), with the Keras
+    model's inputs and outputs in place of a signature's (``inputs``/``outputs`` default to the
+    model's order). A weights-only Keras file has no architecture: it runs through
+    ``keras_model`` (a Keras model the mapping builds; Keras loads the weights into it), else
+    through ``tf_reference`` with the inputs ``input_specs`` declares. For Keras files,
+    ``tf_reference``'s ``variables`` are the file's HDF5 datasets as h5py reads them, by their
+    stored names (``layers/conv2d/vars/0``, ``model_weights/conv/conv/kernel:0``: what
+    ``tf2pt inspect`` lists).
     """
 
     tf_input: str = ""
@@ -280,8 +290,16 @@ class VerifySpec:
     signature: Optional[str] = None
     inputs: Sequence[str] = ()
     outputs: Sequence[str] = ()
-    #: synthetic integer inputs (token ids) are drawn from ``[0, int_high)``
-    int_high: int = 2
+    #: synthetic integer inputs (token ids) are drawn from ``[0, int_high)``; ``None``: from the
+    #: smallest ``input_dim`` of a Keras model's Embedding layers, else 2
+    int_high: Optional[int] = None
+    #: for a Keras weights-only file (``save_weights``: no architecture): ``keras_model()`` builds
+    #: the Keras model (importing Keras inside), into which Keras' ``load_weights`` loads the file
+    keras_model: Optional[Callable[[], Any]] = None
+    #: the inputs of a model that declares none itself (a weights-only file run through
+    #: ``tf_reference`` alone, a Sequential built without an Input): ``{name: (shape, dtype)}``,
+    #: in ``forward``'s order, ``None`` for unknown sizes (``{"images": ((None, 8, 8, 3), "float32")}``)
+    input_specs: TMapping[str, Tuple[Sequence[Optional[int]], str]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.layout not in (None, "channels_last", "none"):

@@ -204,9 +204,9 @@ def save_reference(checkpoint_path, mapping, out_path, *, volume=None, synthetic
     from .tfside import compute_reference
 
     check_output(out_path, force)
-    if is_tf2_savedmodel(checkpoint_path):
-        raise InputError("--save-reference is not supported for a TF2 SavedModel yet", path=str(checkpoint_path),
-                         hint="run verify where both TensorFlow and torch are installed")
+    if is_tf2_savedmodel(checkpoint_path) or is_keras_file(checkpoint_path):
+        raise InputError("--save-reference is not supported for a TF2 SavedModel or a Keras file yet",
+                         path=str(checkpoint_path), hint="run verify where both TensorFlow and torch are installed")
     m = get_mapping(mapping)
     spec = _spec(m)
     with open_checkpoint(checkpoint_path) as ckpt:
@@ -437,7 +437,8 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
     else ``serving_default``): inputs of any rank and dtype, from the signature's specs (``None``
     sizes from ``synthetic``, any number of them) or ``input_file`` (``.npy``/``.npz``), every
     output in ``tf_outputs`` (default: the mapping's, else all) compared, see
-    :func:`verify_signature`.
+    :func:`verify_signature`. A Keras file runs the same way, through its Keras model in place of
+    a signature (:mod:`.kerasside`).
     """
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
@@ -445,16 +446,28 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
     if tf_output:
         tf_outputs = [tf_output] + [o for o in tf_outputs if o != tf_output]
     tf2 = is_tf2_savedmodel(checkpoint_path)
-    if tf2:
+    keras_file = not tf2 and is_keras_file(checkpoint_path)
+    rank = None
+    if not (tf2 or keras_file or reference is not None):
+        rank, mapping = _tf1_input_rank(checkpoint_path, mapping, tf_input)
+    if tf2 or keras_file or rank not in (None, 5):
+        what = ("a TF2 SavedModel" if tf2 else "a Keras file" if keras_file else
+                f"a TF1 graph whose input is of rank {rank} (not a 5-D volume)")
         if reference is not None:
-            raise InputError("--reference is not supported for a TF2 SavedModel yet", path=reference,
+            raise InputError(f"--reference is not supported for {what} yet", path=reference,
                              hint="run verify where TensorFlow is installed")
         if figure or per_layer or crop is not None or volume is not None:
-            raise InputError("--figure, --per-layer, --crop and --volume are for 3-D volume models; a TF2 SavedModel "
+            raise InputError(f"--figure, --per-layer, --crop and --volume are for 3-D volume models; {what} "
                              "takes its inputs from --synthetic or --input", path=str(checkpoint_path))
-        if tf_input:
+        if tf_input and tf2:
             raise InputError(f"--tf-input {tf_input!r}: a TF2 SavedModel's inputs are its signature's, all fed",
                              path=str(checkpoint_path), hint="use --signature to choose another signature")
+        if tf_input and keras_file:
+            raise InputError(f"--tf-input {tf_input!r}: a Keras model's inputs are all fed", path=str(checkpoint_path),
+                             hint="order them with VerifySpec.inputs; give their values with --input FILE.npz")
+        if signature is not None and not tf2:
+            raise InputError(f"--signature applies to TF2 SavedModels; {what} has none", path=str(checkpoint_path),
+                             hint="name outputs with --tf-output")
         check_dependencies(tensorflow=True, volume=None, synthetic=(), figure=None)
         m = get_mapping(mapping)
         spec = _spec(m)
@@ -463,7 +476,7 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
         return verify_signature(checkpoint_path, m, t, spec, synthetic=synthetic, input_file=input_file,
                                 device=device, atol=atol, min_agreement=min_agreement, allow_tf32=allow_tf32,
                                 tf_outputs=tf_outputs, signature=signature, trust_graph=trust_graph,
-                                reference_cache=reference_cache, timings=timings, t0=t0)
+                                reference_cache=reference_cache, timings=timings, t0=t0, tf_input=tf_input)
     if signature is not None:
         raise InputError("--signature applies to TF2 SavedModels; this checkpoint is not one",
                          path=str(checkpoint_path), hint="use --tf-input/--tf-output for TF1 graphs")
@@ -607,6 +620,32 @@ def is_tf2_savedmodel(checkpoint_path) -> bool:
     return kind == "savedmodel" and savedmodel_version(directory) == "tf2"
 
 
+def _tf1_input_rank(checkpoint_path, mapping, tf_input: Optional[str]):
+    """``(rank, mapping)``: the rank of the TF1 graph's input placeholder (``tf_input``, else the
+    mapping's), read without TF (:mod:`.graphshape`), ``None`` where it cannot be told (the
+    volume path decides); the mapping resolved (or as given, when it cannot be: reported later)."""
+    from ..errors import Tf2ptError
+    from .graphshape import graph_input_rank
+
+    try:
+        mapping = get_mapping(mapping)
+    except Tf2ptError:
+        return None, mapping  # reported below, where the mapping is resolved
+    return graph_input_rank(checkpoint_path, tf_input or getattr(mapping.verify, "tf_input", None)), mapping
+
+
+def is_keras_file(checkpoint_path) -> bool:
+    """Whether ``checkpoint_path`` is a Keras file (``.keras``, ``.h5``, ``.weights.h5``,
+    ``.weights.json``), sniffed by tf2pt's reader without TF."""
+    from ..errors import Tf2ptError
+    from ..read.paths import sniff
+
+    try:
+        return sniff(os.fspath(checkpoint_path)) == "keras"
+    except Tf2ptError:
+        return False  # open_checkpoint says what is wrong
+
+
 def layout_of(spec, rank: int) -> str:
     """The layout bridge for an array of ``rank`` (batch axis included)."""
     if spec.layout is not None:
@@ -631,7 +670,7 @@ class TFSignatureChild(TFChild):
     """:class:`TFChild` for a TF2 SavedModel: the child makes the inputs from the signature."""
 
     def __init__(self, checkpoint_path, mapping, *, signature, synthetic, input_file, tf_outputs, workdir,
-                 trust_graph: bool = False):
+                 trust_graph: bool = False, tf_input: Optional[str] = None):
         self.checkpoint_path = checkpoint_path
         self.out_path = os.path.join(workdir, "reference.npz")
         self.error_path = os.path.join(workdir, "error.json")
@@ -639,7 +678,7 @@ class TFSignatureChild(TFChild):
                    "output": self.out_path, "error": self.error_path, "signature": signature,
                    "synthetic": list(synthetic) if synthetic is not None else None,
                    "input_file": None if input_file is None else os.path.abspath(input_file),
-                   "tf_outputs": list(tf_outputs or ()), "trust_graph": trust_graph}
+                   "tf_outputs": list(tf_outputs or ()), "trust_graph": trust_graph, "tf_input": tf_input}
         self._start(request, workdir)
 
 
@@ -668,10 +707,12 @@ def _signature_summary(d: Dict[str, Any]) -> List[str]:
 
 
 def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, device, atol, min_agreement,
-                     allow_tf32, tf_outputs, signature, trust_graph, reference_cache, timings, t0) -> VerifyReport:
-    """verify for a TF2 SavedModel: TF runs its signature on inputs made from the signature's
-    specs (or ``input_file``); torch runs the converted model on the same inputs, moved to its
-    layout; every output is compared with the metrics that fit its kind."""
+                     allow_tf32, tf_outputs, signature, trust_graph, reference_cache, timings, t0,
+                     tf_input: Optional[str] = None) -> VerifyReport:
+    """verify for a TF2 SavedModel or a Keras file: TF runs its signature (or Keras its model) on
+    inputs made from the model's input specs (or ``input_file``); torch runs the converted model
+    on the same inputs, moved to its layout; every output is compared with the metrics that fit
+    its kind."""
     from ..conversion import prepare
     from ..read import open_checkpoint
     from .compare import compare_output, verdict_output
@@ -689,7 +730,8 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
             import hashlib
 
             key = hashlib.sha256(json.dumps([ckpt_meta["checkpoint_files"], m.name, signature, list(synthetic or ()),
-                                             list(tf_outputs or ()), bool(trust_graph), __version__]).encode())
+                                             list(tf_outputs or ()), bool(trust_graph), __version__]
+                                            + ([tf_input] if tf_input else [])).encode())
             if input_file is not None:
                 from ..write.provenance import file_sha256
 
@@ -701,7 +743,7 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
         else:
             tf_start = time.perf_counter()
             child = TFSignatureChild(checkpoint_path, m, signature=signature, synthetic=synthetic, input_file=input_file,
-                                     tf_outputs=tf_outputs, workdir=workdir, trust_graph=trust_graph)
+                                     tf_outputs=tf_outputs, workdir=workdir, trust_graph=trust_graph, tf_input=tf_input)
         try:
             model, dev = _torch_side(ckpt, entries, t, kwargs, device, timings)
             if child is not None:
@@ -741,6 +783,9 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
             if ref is not None:
                 inputs_info = {k: {"shape": list(v.shape), "dtype": str(v.dtype), "layout": layout_of(spec, v.ndim)}
                                for k, v in (ref.inputs or {}).items()} if ref.signature else {}
+                # the range of integer inputs (token ids): what the embeddings were fed
+                input_values = {k: [int(v.min()), int(v.max())] for k, v in (ref.inputs or {}).items()
+                                if ref.signature and v.dtype.kind in "iu" and v.size}
                 ref.close()
     worst = max(rows, key=lambda r: r["max_abs_error"])
     data = {
@@ -750,8 +795,9 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
         "nonfinite": {"tf": sum(r["nonfinite"]["tf"] for r in rows), "torch": sum(r["nonfinite"]["torch"] for r in rows)},
         "outputs": rows,
         "inputs": inputs_info,
+        "input_values": input_values,
         "input_source": (f"read from {input_file}" if input_file else
-                         f"synthetic (seeded), the signature's None sizes filled from --synthetic {list(synthetic or [])}"),
+                         f"synthetic (seeded), the inputs' None sizes filled from --synthetic {list(synthetic or [])}"),
         "tf_side": meta.get("tf_side"), "tf_side_reason": meta.get("tf_side_reason"), "tf_graph": meta.get("tf_graph"),
         "signature": meta.get("signature"),
         "reference_vs_graph_max_abs": meta.get("reference_vs_graph_max_abs"),

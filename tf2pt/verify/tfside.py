@@ -13,6 +13,10 @@ Which TF model runs, strongest evidence first:
    assigns the variables the values TF's checkpoint reader gives.
 2. ``reference``: the mapping's forward pass built from ``tf.nn`` ops and the checkpoint's
    variables, when there is no graph or its tensors cannot be found (the reason is reported).
+
+Models with named inputs of any rank (:class:`TFModel`, run by :func:`run_model`): a TF2
+SavedModel's signature (:class:`SignatureModel`) and a Keras file's model (:mod:`.kerasside`:
+Keras itself, or the mapping's ``keras_model`` / ``tf_reference`` for a weights-only file).
 """
 
 from __future__ import annotations
@@ -190,46 +194,20 @@ _VARIABLE_OPS = ("VarHandleOp", "VariableV2", "Variable")
 
 def run_graph(tf, kind: str, path: str, prefix: Optional[str], x: np.ndarray, spec, tf_input: str, tf_output: str,
               timings: Optional[Dict[str, float]] = None, trust_graph: bool = False, notes: Optional[list] = None):
-    """Run the original graph on ``x``. Raises ``KeyError`` when a tensor is not in it.
-
-    Nothing of the graph runs but the ops computing ``tf_output`` from the feeds, each checked
-    first (:mod:`.graphcheck`; ``trust_graph`` skips that). Its SaverDef restore op never runs:
-    the variables the output reads get their values from TensorFlow's own checkpoint reader,
-    assigned by ops tf2pt adds."""
-    from . import graphcheck
-
+    """Run the original graph on ``x`` (``C, D, H, W``: fed channels-last with a batch axis), a
+    :class:`GraphModel`. Raises ``KeyError`` (:class:`MissingTensor`) when a tensor is not in it."""
     timings = {} if timings is None else timings
     start = time.perf_counter()
-    v1 = tf.compat.v1
-    graph_def, restore_op, slices = load_graph(tf, kind, path)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.graph_util.import_graph_def(graph_def, name="")  # builds the graph; runs nothing
-        inp = _tensor(graph, graph_def, tf_input)
-        out = _tensor(graph, graph_def, tf_output)
-        feeds = {inp: _to_channels_last(x).astype(inp.dtype.as_numpy_dtype)}
-        for name, value in dict(spec.feeds).items():
-            tensor, val = _feed_value(graph, name, value)
-            feeds[tensor] = val
-        fed = [t.name for t in feeds]
-        ran = graphcheck.closure(graph_def, [tf_output], fed)
-        if not trust_graph:
-            graphcheck.check_saver(graph_def, restore_op, path)
-            graphcheck.check_run(graph_def, [tf_output], fed, path)
-        if notes is not None:
-            notes.extend(graphcheck.io_elsewhere(graph_def, ran))
-        assigns, values = _restore_ops(tf, graph, graph_def, ran, slices, prefix, path)
-        sess = v1.Session(graph=graph, config=_session_config(tf))
-        try:
-            if assigns:
-                sess.run(assigns, values)
-            timings["tf_graph_load_seconds"] = time.perf_counter() - start
-            start = time.perf_counter()
-            result = sess.run(out, feeds)
-            timings["tf_forward_seconds"] = time.perf_counter() - start
-            return result
-        finally:
-            sess.close()
+    model = GraphModel(tf, kind, path, prefix, spec, tf_input, [tf_output], trust_graph=trust_graph, notes=notes)
+    try:
+        model.load()
+        timings["tf_graph_load_seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        result = model({tf_input: _to_channels_last(x)})[tf_output]
+        timings["tf_forward_seconds"] = time.perf_counter() - start
+        return result
+    finally:
+        model.close()
 
 
 class MissingTensor(KeyError):
@@ -352,10 +330,11 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
-def synthetic_input(shape, dtype, seed: int, high: int = 2) -> np.ndarray:
-    """Seeded values: standard normal for floats, integers in ``[0, high)`` (token ids) for ints,
-    booleans for bools."""
+def synthetic_input(shape, dtype, seed: int, high: Optional[int] = 2) -> np.ndarray:
+    """Seeded values: standard normal for floats, integers in ``[0, high)`` (token ids; ``None``:
+    2) for ints, booleans for bools."""
     rng = np.random.default_rng(seed)
+    high = 2 if high is None else int(high)
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
@@ -366,15 +345,16 @@ def synthetic_input(shape, dtype, seed: int, high: int = 2) -> np.ndarray:
     raise InputError(f"cannot make a synthetic input of dtype {dtype}", hint="give --input FILE")
 
 
-def read_inputs(path: str, wanted) -> Dict[str, np.ndarray]:
-    """``--input FILE`` for a signature: ``.npy`` (its one input) or ``.npz`` (one array per input
-    name), read with tf2pt's hostile-safe loaders; shapes and dtypes checked against ``wanted``."""
+def read_inputs(path: str, wanted, what: str = "the signature") -> Dict[str, np.ndarray]:
+    """``--input FILE`` for a model with named inputs (``what``: "the signature", "the Keras
+    model"): ``.npy`` (its one input) or ``.npz`` (one array per input name), read with tf2pt's
+    hostile-safe loaders, or an image; shapes and dtypes checked against ``wanted``."""
     from .arrays import check_npz, load_npy
 
     lower = path.lower()
     if lower.endswith(".npy"):
         if len(wanted) != 1:
-            raise InputError(f"the signature takes {len(wanted)} inputs ({', '.join(wanted)}); a .npy holds one",
+            raise InputError(f"{what} takes {len(wanted)} inputs ({', '.join(wanted)}); a .npy holds one",
                              path=path, hint="give an .npz with one array per input name")
         arrays = {next(iter(wanted)): load_npy(path, "input")}
     elif lower.endswith(".npz"):
@@ -386,12 +366,12 @@ def read_inputs(path: str, wanted) -> Dict[str, np.ndarray]:
             raise InputError(f"the archive's arrays ({', '.join(sorted(arrays))}) are not the signature's inputs "
                              f"({', '.join(sorted(wanted))})", path=path, hint="name each array after its input")
     elif lower.endswith((".png", ".jpg", ".jpeg")):
-        arrays = {next(iter(wanted)): read_image(path, wanted)} if len(wanted) == 1 else None
+        arrays = {next(iter(wanted)): read_image(path, wanted, what)} if len(wanted) == 1 else None
         if arrays is None:
-            raise InputError(f"the signature takes {len(wanted)} inputs; an image is one", path=path,
+            raise InputError(f"{what} takes {len(wanted)} inputs; an image is one", path=path,
                              hint="give an .npz with one array per input name")
     else:
-        raise InputError("--input takes a .npy, an .npz or a PNG/JPEG image for a SavedModel signature", path=path)
+        raise InputError(f"--input takes a .npy, an .npz or a PNG/JPEG image for {what}", path=path)
     out = {}
     for name, value in arrays.items():
         dtype, shape = wanted[name]
@@ -401,7 +381,7 @@ def read_inputs(path: str, wanted) -> Dict[str, np.ndarray]:
             value = value[None]  # the batch axis, left out
         if shape is not None and (value.ndim != len(shape) or any(
                 d is not None and d != s for d, s in zip(shape, value.shape))):
-            raise InputError(f"input {name!r} has shape {list(value.shape)}; the signature takes {_shape_text(shape)}",
+            raise InputError(f"input {name!r} has shape {list(value.shape)}; {what} takes {_shape_text(shape)}",
                              path=path)
         out[name] = np.ascontiguousarray(value.astype(dtype))
     return out
@@ -411,7 +391,7 @@ def read_inputs(path: str, wanted) -> Dict[str, np.ndarray]:
 MAX_IMAGE_PIXELS = 1 << 26
 
 
-def read_image(path: str, wanted) -> np.ndarray:
+def read_image(path: str, wanted, what: str = "the signature") -> np.ndarray:
     """A PNG/JPEG through Pillow as ``(H, W, C)``, C from the signature's last size (1: grayscale,
     3: RGB, 4: RGBA), pixel values as they are (0-255): preprocessing belongs to the model."""
     try:
@@ -422,7 +402,7 @@ def read_image(path: str, wanted) -> np.ndarray:
     channels = shape[-1] if shape else None
     mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
     if mode is None:
-        raise InputError(f"an image gives 1, 3 or 4 channels; the signature's input is {_shape_text(shape)}", path=path)
+        raise InputError(f"an image gives 1, 3 or 4 channels; {what}'s input is {_shape_text(shape)}", path=path)
     try:
         with Image.open(path) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:
@@ -436,49 +416,187 @@ def read_image(path: str, wanted) -> np.ndarray:
     return data[..., None] if data.ndim == 2 else data
 
 
+class TFModel:
+    """What the TF side runs for a model with named inputs: a TF2 SavedModel's signature
+    (:class:`SignatureModel`), a Keras model (:mod:`.kerasside`), or a mapping's ``tf_reference``.
+
+    ``inputs``: ``{name: (numpy dtype, shape with None for unknown sizes, or None)}`` in the
+    model's order; ``outputs``: the output names in order; ``what``: how messages name it
+    ("signature 'serving_default'", "the Keras model in m.keras"); ``side`` and ``reason``: the
+    report's ``tf_side`` and ``tf_side_reason``; ``int_high``: the bound of synthetic integer
+    inputs the model itself declares (an Embedding's ``input_dim``), if any; ``variables``: the
+    weights as TF or Keras read them, for the mapping's ``tf_reference``. :meth:`load` does the
+    heavy part (once the request is checked), calling it runs the model on numpy arrays."""
+
+    what = "the model"
+    side = "original-graph"
+    reason = ""
+    path = ""
+    int_high: Optional[int] = None
+    variables: Any = None
+
+    def __init__(self):
+        self.inputs: Dict[str, Tuple[Any, Optional[tuple]]] = {}
+        self.outputs: list = []
+
+    def load(self) -> None:
+        """Load the model (after the request is checked); a no-op where it is loaded already."""
+
+    def __call__(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class GraphModel(TFModel):
+    """A TF1 graph (a ``.meta`` next to the checkpoint, a frozen ``.pb``, a TF1 SavedModel) as a
+    model with one named input: ``tf_input`` fed (and the mapping's ``feeds``), ``tf_outputs``
+    fetched, arrays in TF's layout.
+
+    Nothing of the graph runs but the ops computing the outputs from the feeds, each checked
+    first (:mod:`.graphcheck`; ``trust_graph`` skips that). Its SaverDef restore op never runs:
+    the variables the outputs read get their values from TensorFlow's own checkpoint reader,
+    assigned by ops tf2pt adds (:meth:`load`). A tensor the graph lacks raises
+    :class:`MissingTensor`."""
+
+    def __init__(self, tf, kind: str, path: str, prefix: Optional[str], spec, tf_input: str, tf_outputs,
+                 *, trust_graph: bool = False, notes: Optional[list] = None, why: str = "graph"):
+        from . import graphcheck
+
+        super().__init__()
+        self.tf, self.path = tf, path
+        self.what, self.reason = f"the {why}", f"ran the {why}"
+        tf_outputs = list(tf_outputs)
+        graph_def, restore_op, slices = load_graph(tf, kind, path)
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.graph_util.import_graph_def(graph_def, name="")  # builds the graph; runs nothing
+            self._inp = _tensor(graph, graph_def, tf_input)
+            self._outs = [_tensor(graph, graph_def, o) for o in tf_outputs]
+            self._feeds = {}
+            for name, value in dict(spec.feeds).items():
+                tensor, val = _feed_value(graph, name, value)
+                self._feeds[tensor] = val
+            fed = [self._inp.name] + [t.name for t in self._feeds]
+            ran = graphcheck.closure(graph_def, tf_outputs, fed)
+            if not trust_graph:
+                graphcheck.check_saver(graph_def, restore_op, path)
+                graphcheck.check_run(graph_def, tf_outputs, fed, path)
+            if notes is not None:
+                notes.extend(graphcheck.io_elsewhere(graph_def, ran))
+            self._assigns, self._values = _restore_ops(tf, graph, graph_def, ran, slices, prefix, path)
+        self._graph, self._sess = graph, None
+        shape = self._inp.shape
+        self.inputs = {tf_input: (self._inp.dtype.as_numpy_dtype,
+                                  None if shape.rank is None else tuple(shape.as_list()))}
+        self.outputs = tf_outputs
+        if kind == "frozen":
+            self.variables = TFGraphConstants(tf, path)
+
+    def load(self) -> None:
+        if self._sess is None:
+            self._sess = self.tf.compat.v1.Session(graph=self._graph, config=_session_config(self.tf))
+            if self._assigns:
+                self._sess.run(self._assigns, self._values)
+
+    def __call__(self, inputs):
+        (x,) = inputs.values()
+        feeds = {self._inp: np.asarray(x).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
+        return dict(zip(self.outputs, (np.asarray(r) for r in self._sess.run(self._outs, feeds))))
+
+    def close(self) -> None:
+        if self._sess is not None:
+            self._sess.close()
+            self._sess = None
+
+
+class SignatureModel(TFModel):
+    """A TF2 SavedModel's ``signature``: its inputs and outputs from the proto, the SavedModel
+    checked first (:func:`.graphcheck.check_savedmodel`), then loaded with
+    ``tf.saved_model.load`` by :meth:`load`."""
+
+    def __init__(self, tf, path: str, signature: str, *, trust_graph: bool = False, notes: Optional[list] = None):
+        super().__init__()
+        self.tf, self.path, self.signature = tf, path, signature
+        self.what = f"signature {signature!r}"
+        self.reason = f"ran the TF2 SavedModel's signature {signature!r} through tf.saved_model.load"
+        meta_graph = read_meta_graph(tf, path)
+        self.inputs, self.outputs = signature_inputs(tf, meta_graph, signature, path)
+        self._meta_graph, self._trust, self._notes, self._fn = meta_graph, trust_graph, notes, None
+
+    def check(self) -> None:
+        """The SavedModel's functions checked to be pure computation (``--trust-graph`` skips it)."""
+        from . import graphcheck
+
+        saver = [] if self._trust else graphcheck.check_savedmodel(self._meta_graph, self.path)
+        if self._notes is not None and saver:
+            self._notes.append(f"TF's own save/restore functions ({', '.join(saver)}) were checked to hold only a "
+                               "Saver's ops; tf.saved_model.load does not run them")
+
+    def load(self) -> None:
+        if self._fn is None:
+            with self.tf.device("/cpu:0"):
+                self._fn = self.tf.saved_model.load(self.path).signatures[self.signature]
+
+    def __call__(self, inputs):
+        tf = self.tf
+        with tf.device("/cpu:0"):
+            result = self._fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        return {k: np.asarray(v.numpy()) for k, v in result.items()}
+
+
+def make_inputs(model: TFModel, *, synthetic=None, input_file: Optional[str] = None, seed: int = 0,
+                int_high: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """The inputs for ``model``: read from ``input_file`` (checked against the model's specs), or
+    seeded synthetic values of the specs' shapes, ``None`` sizes from ``synthetic``."""
+    if input_file:
+        return read_inputs(input_file, model.inputs, model.what)
+    inputs = {}
+    for i, (name, (dtype, shape)) in enumerate(model.inputs.items()):
+        if shape is None:
+            raise InputError(f"input {name!r} of {model.what} has an unknown rank", path=model.path,
+                             hint="give --input FILE")
+        inputs[name] = synthetic_input(fill_shape(shape, synthetic, name), dtype, seed + i, int_high)
+    return inputs
+
+
+def run_model(model: TFModel, *, synthetic=None, input_file: Optional[str] = None, outputs=None,
+              given_outputs: bool = False, seed: int = 0, timings: Optional[Dict[str, float]] = None,
+              int_high: Optional[int] = None):
+    """Run ``model`` on inputs made from its own input specs (or read from ``input_file``).
+    Returns ``(inputs, outputs)``, dicts of arrays in TF's layout (batch axis first), the outputs
+    being ``outputs`` (each checked to be the model's: a name it lacks is an error naming the
+    closest) or every output of the model. ``int_high``: the mapping's bound for synthetic
+    integer inputs, else the model's own, else 2."""
+    timings = {} if timings is None else timings
+    if outputs:
+        unknown = [o for o in outputs if o not in model.outputs]
+        if unknown:
+            option = "--tf-output" if given_outputs else "the mapping's output"
+            raise InputError(f"{option} {unknown[0]!r}: {model.what} has no such output", path=model.path,
+                             hint=_closest(unknown[0], model.outputs))
+    check = getattr(model, "check", None)
+    if check is not None:
+        check()
+    inputs = make_inputs(model, synthetic=synthetic, input_file=input_file, seed=seed,
+                         int_high=int_high if int_high is not None else model.int_high)
+    start = time.perf_counter()
+    model.load()
+    timings["tf_graph_load_seconds"] = timings.get("tf_graph_load_seconds", 0.0) + time.perf_counter() - start
+    start = time.perf_counter()
+    result = model(inputs)
+    timings["tf_forward_seconds"] = time.perf_counter() - start
+    return inputs, {k: result[k] for k in (outputs or model.outputs)}
+
+
 def run_signature(tf, path: str, signature: str, *, synthetic=None, input_file: Optional[str] = None,
                   outputs=None, given_outputs: bool = False, trust_graph: bool = False, seed: int = 0,
                   timings: Optional[Dict[str, float]] = None, notes: Optional[list] = None, int_high: int = 2):
-    """Run a TF2 SavedModel's ``signature`` on inputs made from its own input specs (or read from
-    ``input_file``). The SavedModel is checked first (:func:`.graphcheck.check_savedmodel`), then
-    loaded with ``tf.saved_model.load``. Returns ``(inputs, outputs)``, dicts of arrays in TF's
-    layout (batch axis first), the outputs being ``outputs`` or every output of the signature."""
-    from . import graphcheck
-
+    """Run a TF2 SavedModel's ``signature`` (:class:`SignatureModel`, :func:`run_model`)."""
     timings = {} if timings is None else timings
     start = time.perf_counter()
-    meta_graph = read_meta_graph(tf, path)
-    wanted, sig_outputs = signature_inputs(tf, meta_graph, signature, path)
-    if outputs:
-        unknown = [o for o in outputs if o not in sig_outputs]
-        if unknown:
-            what = "--tf-output" if given_outputs else "the mapping's output"
-            raise InputError(f"{what} {unknown[0]!r}: signature {signature!r} has no such output", path=path,
-                             hint=_closest(unknown[0], sig_outputs))
-    outputs = list(outputs or sig_outputs)
-    if trust_graph:
-        saver = []
-    else:
-        saver = graphcheck.check_savedmodel(meta_graph, path)
-    if notes is not None and saver:
-        notes.append(f"TF's own save/restore functions ({', '.join(saver)}) were checked to hold only a Saver's ops; "
-                     "tf.saved_model.load does not run them")
-    if input_file:
-        inputs = read_inputs(input_file, wanted)
-    else:
-        inputs = {}
-        for i, (name, (dtype, shape)) in enumerate(wanted.items()):
-            if shape is None:
-                raise InputError(f"input {name!r} has an unknown rank", path=path, hint="give --input FILE")
-            inputs[name] = synthetic_input(fill_shape(shape, synthetic, name), dtype, seed + i, int_high)
-    with tf.device("/cpu:0"):
-        loaded = tf.saved_model.load(path)
-        fn = loaded.signatures[signature]
-        timings["tf_graph_load_seconds"] = time.perf_counter() - start
-        start = time.perf_counter()
-        result = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-        timings["tf_forward_seconds"] = time.perf_counter() - start
-    return inputs, {k: np.asarray(result[k].numpy()) for k in outputs}
+    model = SignatureModel(tf, path, signature, trust_graph=trust_graph, notes=notes)
+    timings["tf_graph_load_seconds"] = time.perf_counter() - start
+    return run_model(model, synthetic=synthetic, input_file=input_file, outputs=outputs, given_outputs=given_outputs,
+                     seed=seed, timings=timings, int_high=int_high)
 
 
 def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[str] = None,
@@ -534,34 +652,81 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
     return {"output": _to_channels_first(output), "layers": layers, "meta": meta}
 
 
+def open_model(tf, checkpoint, spec, *, signature: Optional[str] = None, trust_graph: bool = False,
+               notes: Optional[list] = None, tf_input: Optional[str] = None, tf_outputs=None) -> TFModel:
+    """The :class:`TFModel` for ``checkpoint``: a Keras file's model (:func:`.kerasside.open_keras`),
+    a TF2 SavedModel's signature (``signature``, else the mapping's, else ``serving_default``), or
+    a TF1 graph (:class:`GraphModel`: ``tf_input`` / ``tf_outputs``, else the mapping's; a tensor
+    the graph lacks is an error naming the closest)."""
+    if getattr(checkpoint, "kind", "").startswith("keras"):
+        from .kerasside import open_keras
+
+        return open_keras(tf, checkpoint, spec, trust_graph=trust_graph, notes=notes)
+    kind, path, why = find_graph(checkpoint)
+    if kind == "savedmodel":
+        from .savedmodel import savedmodel_version
+
+        if savedmodel_version(path) == "tf2":
+            name = signature or getattr(spec, "signature", None) or "serving_default"
+            return SignatureModel(tf, path, name, trust_graph=trust_graph, notes=notes)
+    if kind is None:
+        raise InputError(f"cannot run TF: {why}", path=str(checkpoint.path),
+                         hint="give the graph (.meta, frozen .pb or SavedModel) the checkpoint came with")
+    given_input = tf_input is not None
+    tf_input = tf_input or spec.tf_input
+    outputs = list(tf_outputs or ()) or list(getattr(spec, "outputs", ()) or ()) or [spec.tf_output]
+    try:
+        prefix = str(checkpoint.prefix) if getattr(checkpoint, "prefix", None) else None
+        return GraphModel(tf, kind, path, prefix, spec, tf_input, outputs, trust_graph=trust_graph, notes=notes,
+                          why=why)
+    except MissingTensor as exc:
+        if exc.name == tf_input:
+            option = "--tf-input" if given_input else "the mapping's tf_input"
+        else:
+            option = "--tf-output" if tf_outputs else "the mapping's output"
+        close = f"closest: {', '.join(exc.close)}" if exc.close else "no tensor of a similar name"
+        raise InputError(f"{option} {exc.name!r}: the {why} has no such tensor", path=path, hint=close) from None
+
+
 def compute_signature_reference(checkpoint, mapping, *, signature: Optional[str] = None, synthetic=None,
                                 input_file: Optional[str] = None, tf_outputs=None, trust_graph: bool = False,
-                                seed: int = 0) -> Dict[str, Any]:
-    """The TF side for a TF2 SavedModel: its ``signature`` (``--signature``, else the mapping's,
-    else ``serving_default``) run by TensorFlow. Returns ``{"inputs", "outputs", "meta"}``, the
-    arrays in TF's layout; ``meta["signature"]`` has the input and output names in order."""
+                                seed: int = 0, tf_input: Optional[str] = None) -> Dict[str, Any]:
+    """The TF side for a model with named inputs (:func:`open_model`: a TF2 SavedModel's
+    signature, a Keras file's model, a TF1 graph whose input is not a 5-D volume) run by TensorFlow. Returns ``{"inputs", "outputs", "meta"}``,
+    the arrays in TF's layout; ``meta["signature"]`` has the input and output names in order
+    (and the signature's name, for a SavedModel). Where the mapping has a ``tf_reference`` as
+    well, ``meta["reference_vs_graph_max_abs"]`` says how far it is from the model."""
     start = time.perf_counter()
     tf = import_tf()
     timings: Dict[str, float] = {"tf_import_seconds": time.perf_counter() - start}
     spec = mapping.verify
     given = bool(tf_outputs)
     outputs = list(tf_outputs or getattr(spec, "outputs", ()) or ())
-    name = signature or getattr(spec, "signature", None) or "serving_default"
-    path = str(checkpoint.savedmodel_dir)
-    meta: Dict[str, Any] = {"tf_version": tf.__version__, "tf_device": "cpu", "tf_notes": [], "tf_graph": path}
-    inputs, outs = run_signature(tf, path, name, synthetic=synthetic, input_file=input_file, outputs=outputs,
-                                 given_outputs=given, trust_graph=trust_graph, seed=seed, timings=timings,
-                                 notes=meta["tf_notes"], int_high=getattr(spec, "int_high", 2))
+    meta: Dict[str, Any] = {"tf_version": tf.__version__, "tf_device": "cpu", "tf_notes": []}
+    start = time.perf_counter()
+    model = open_model(tf, checkpoint, spec, signature=signature, trust_graph=trust_graph, notes=meta["tf_notes"],
+                       tf_input=tf_input, tf_outputs=tf_outputs)
+    timings["tf_graph_load_seconds"] = time.perf_counter() - start
+    try:
+        inputs, outs = run_model(model, synthetic=synthetic, input_file=input_file, outputs=outputs or None,
+                                 given_outputs=given, seed=seed, timings=timings,
+                                 int_high=getattr(spec, "int_high", None))
+    finally:
+        close = getattr(model, "close", None)
+        if close is not None:
+            close()
     order = list(getattr(spec, "inputs", ()) or ()) or list(inputs)
     if sorted(order) != sorted(inputs):
-        raise InputError(f"the mapping's inputs ({', '.join(order)}) are not signature {name!r}'s "
-                         f"({', '.join(inputs)})", path=path, hint="fix VerifySpec.inputs")
-    meta.update(tf_side="original-graph", tf_side_reason=f"ran the TF2 SavedModel's signature {name!r} "
-                "through tf.saved_model.load", tf_input=order, tf_output=list(outs),
-                signature={"name": name, "inputs": order, "outputs": list(outs)})
-    if spec.tf_reference is not None:
+        raise InputError(f"the mapping's inputs ({', '.join(order)}) are not {model.what}'s "
+                         f"({', '.join(inputs)})", path=model.path, hint="fix VerifySpec.inputs")
+    name = getattr(model, "signature", None)
+    meta.update(tf_side=model.side, tf_side_reason=model.reason, tf_graph=model.path, tf_input=order,
+                tf_output=list(outs), signature={**({"name": name} if name else {}), "inputs": order,
+                                                 "outputs": list(outs)})
+    if spec.tf_reference is not None and model.side != "reference":
         start = time.perf_counter()
-        ref_out, _ = spec.tf_reference(TFVariables(tf, str(checkpoint.prefix)), *[inputs[k] for k in order])
+        variables = model.variables if model.variables is not None else TFVariables(tf, str(checkpoint.prefix))
+        ref_out, _ = spec.tf_reference(variables, *[inputs[k] for k in order])
         timings["tf_reference_seconds"] = time.perf_counter() - start
         ref_outs = ref_out if isinstance(ref_out, (tuple, list)) else [ref_out]
         diffs = [float(np.abs(np.asarray(r, np.float64) - np.asarray(o, np.float64)).max())
@@ -593,7 +758,7 @@ def main(argv=None) -> int:
                 result = compute_signature_reference(
                     ckpt, mapping, signature=request.get("signature"), synthetic=request.get("synthetic"),
                     input_file=request.get("input_file"), tf_outputs=request.get("tf_outputs"),
-                    trust_graph=request.get("trust_graph", False))
+                    trust_graph=request.get("trust_graph", False), tf_input=request.get("tf_input"))
             save_reference_file(request["output"], None, result, request.get("meta", {}))
             return 0
         x = load_npy(request["input"], "input")
