@@ -128,6 +128,7 @@ class StreamingComparison:
             "max_rel_error": max_rel,
             "mean_abs_error": mean_abs,
             "output_range": out_range,
+            "output_scale": max(abs(lo), abs(hi)),
             "max_abs_error_over_range": self.max_abs / out_range if out_range else (0.0 if self.max_abs == 0 else float("inf")),
             "argmax_agreement": agreement,
             "voxels": size,
@@ -166,6 +167,7 @@ def compare_sampled(ref: Reference, pt_out: np.ndarray, threshold: Optional[floa
     tf_labels = ref.labels.reshape(pt_labels.shape)
     metrics.update(
         output_range=out_range,
+        output_scale=max(abs(info["output_min"]), abs(info["output_max"])),
         max_abs_error_over_range=metrics["max_abs_error"] / out_range if out_range else float("inf"),
         argmax_agreement=float((tf_labels == pt_labels).mean()),
         voxels=int(pt_labels.size),
@@ -213,6 +215,7 @@ def _errors(tf_out: np.ndarray, pt_out: np.ndarray) -> Dict[str, Any]:
         "max_rel_error": float((d[significant] / np.abs(t[significant])).max()) if significant.any() else 0.0,
         "mean_abs_error": float(d[both].mean()) if both.any() else (float("inf") if d.size else 0.0),
         "output_range": out_range,
+        "output_scale": max(abs(lo), abs(hi)),
         "max_abs_error_over_range": max_abs / out_range if out_range else (0.0 if max_abs == 0 else float("inf")),
         "nonfinite": {"tf": int(t.size - ft.sum()), "torch": int(p.size - fp.sum())},
     }

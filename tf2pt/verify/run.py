@@ -116,8 +116,8 @@ def _windowed_summary(w: Dict[str, Any]) -> List[str]:
     budget = f" (--max-memory {format_bytes(w['max_memory_bytes'])})" if w.get("max_memory_bytes") else ""
     return [f"  windows:        {w['windows']} of {'x'.join(map(str, w['window']))}, border {w['border']} ({exact}); "
             f"{w['work_vs_whole_volume']:.2f}x the volume's voxels run",
-            f"  peak RSS:       TF {format_bytes(peak['tf'])} + PyTorch {format_bytes(peak['torch'])} "
-            f"= {format_bytes(peak['sum'])}{budget}"]
+            f"  peak RSS:       both processes together {format_bytes(peak['together'])}{budget}; "
+            f"TF's {format_bytes(peak['tf'])}, PyTorch's {format_bytes(peak['torch'])}"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -370,12 +370,17 @@ def _read_reference(reference: str, ckpt_meta: Dict[str, Any], per_layer: bool):
 # ------------------------------------------------------------------------------------------------
 
 
-def _atol(atol: Optional[float], spec, output_range: float) -> Tuple[float, str]:
+def _atol(atol: Optional[float], spec, metrics: Dict[str, Any]) -> Tuple[float, str]:
+    """The max-error threshold and its rule: ``--atol``, the mapping's, else a fraction of TF's
+    output range (of its largest magnitude where the range is 0: a single value, a constant)."""
     if atol is not None:
         return atol, f"--atol {atol:g}"
     if spec.atol is not None:
         return spec.atol, f"the mapping's {spec.atol:g}"
-    return DEFAULT_ATOL_FRACTION * output_range, f"{DEFAULT_ATOL_FRACTION:g} x output range"
+    if metrics["output_range"] > 0 or not metrics.get("output_scale"):
+        return DEFAULT_ATOL_FRACTION * metrics["output_range"], f"{DEFAULT_ATOL_FRACTION:g} x output range"
+    return (DEFAULT_ATOL_FRACTION * metrics["output_scale"],
+            f"{DEFAULT_ATOL_FRACTION:g} x max |TF output| (its range is 0)")
 
 
 def _per_layer(ref: Reference, pt_layers: Dict[str, np.ndarray], spec, modules: Dict[str, str]):
@@ -423,7 +428,7 @@ def _volume_report(result: Comparison, meta, m, t, spec, ckpt_meta, x_shape, vol
                    **extra) -> VerifyReport:
     """The report of a volume verify (whole or windowed) from its comparison, and its figure."""
     metrics = result.metrics
-    atol_value, atol_rule = _atol(atol, spec, metrics["output_range"])
+    atol_value, atol_rule = _atol(atol, spec, metrics)
     passed, reason = _verdict(metrics, atol_value, min_agreement)
     dice = dice_per_label(result.tf_labels, result.pt_labels)
     names = _label_names(spec)
@@ -651,15 +656,16 @@ def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_me
         for k, seconds in (meta.get("timings") or {}).items():
             timings.setdefault(k, seconds)
         tf_peak, pt_peak = meta["rss"], win.rss_bytes()
+        together = tf_peak + pt_peak
 
         def torch_window(box):
-            with win.PeakRSS() as mem:
+            with win.PeakRSS(other=child.proc.pid) as mem:
                 out, _, info = run_pytorch(model, x[(slice(None),) + tuple(slice(a, b) for a, b in box)], dev,
                                            allow_tf32=allow_tf32)
             return out, mem, info
 
         if window is None:  # measure what a window costs each side, then plan
-            pt_base, tf_points, pt_points = win.rss_bytes(), [], []
+            pt_base, tf_points, pt_points, tf_idle = win.rss_bytes(), [], [], meta["rss"]
             for box in win.probe_boxes(shape, multiple):
                 _, tf_probe = child.run(box, box)
                 pt_out, mem, _ = torch_window(box)
@@ -667,14 +673,17 @@ def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_me
                 del pt_out
                 tf_points.append((win.box_voxels(box), tf_probe["peak_rss"]))
                 pt_points.append((win.box_voxels(box), mem.peak))
+                tf_idle = max(tf_idle, tf_probe["rss_after"])
                 tf_peak, pt_peak = max(tf_peak, tf_probe["peak_rss"]), max(pt_peak, mem.peak)
-            window, estimate = win.plan_memory(shape, multiple, max_memory, meta["rss"], tf_points, pt_base, pt_points,
-                                               out_channels=channels, in_channels=x.shape[0])
+                together = max(together, tf_probe["peak_rss"] + pt_base, mem.together)
+            window, estimate = win.plan_memory(shape, multiple, max_memory, border, meta["rss"], tf_points, tf_idle,
+                                               pt_base, pt_points, out_channels=channels, in_channels=x.shape[0])
         windows = win.plan_grid(shape, window, border)
         acc = None
         tf_seconds = pt_seconds = 0.0
         compare_start = 0.0
         for w in windows:
+            idle = win.rss_bytes()  # this process, while TF runs the window
             tf_core, answer = child.run(w.box, w.core)
             pt_out, mem, info = torch_window(w.box)
             start = time.perf_counter()
@@ -686,6 +695,8 @@ def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_me
             tf_seconds += answer["seconds"]
             pt_seconds += info["torch_forward_seconds"]
             tf_peak, pt_peak = max(tf_peak, answer["peak_rss"]), max(pt_peak, mem.peak)
+            # TF ran while this process held what it holds between windows; then the reverse, sampled
+            together = max(together, answer["peak_rss"] + idle, mem.together)
         child.close()
     except BaseException:
         child.stop()
@@ -694,7 +705,7 @@ def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_me
                    tf_process_seconds=time.perf_counter() - tf_start)
     grid = win.grid_summary(windows, shape, window, border, exact)
     grid.update(max_memory_bytes=max_memory, memory_plan=estimate,
-                peak_rss_bytes={"tf": tf_peak, "torch": pt_peak, "sum": tf_peak + pt_peak})
+                peak_rss_bytes={"tf": tf_peak, "torch": pt_peak, "together": together})
     steps = list(vol_info["steps"]) + [
         f"compared in {len(windows)} window(s) of {'x'.join(map(str, window))} with a {border}-voxel border "
         f"({grid['work_vs_whole_volume']:.2f}x the whole volume's voxels run)"]
@@ -844,7 +855,7 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
             for name, pt in zip(names, pt_outs):
                 tf_out = ref.outputs[name]
                 row = compare_output(name, tf_out, to_tf_layout(pt, out_layout), spec.output_kind, spec.threshold)
-                row["atol"], atol_rule = _atol(atol, spec, row["output_range"])
+                row["atol"], atol_rule = _atol(atol, spec, row)
                 reasons += verdict_output(row, row["atol"], min_agreement)
                 rows.append(row)
             timings["compare_seconds"] = time.perf_counter() - start

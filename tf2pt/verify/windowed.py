@@ -41,29 +41,42 @@ PLAN_FRACTION = 0.85
 Interval = Tuple[int, int]
 
 
-def rss_bytes() -> int:
-    """This process's resident set size now (``/proc/self/statm``; 0 where there is none)."""
+def rss_bytes(pid: Optional[int] = None) -> int:
+    """A process's resident set size now (``/proc/PID/statm``; this process by default; 0 where
+    there is none, or the process is gone)."""
     try:
-        with open("/proc/self/statm") as fh:
+        with open(f"/proc/{'self' if pid is None else int(pid)}/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
 
 
 class PeakRSS:
-    """The peak of :func:`rss_bytes` while the ``with`` block runs, sampled every ``interval``
-    seconds by a thread (``peak``; ``start``: the RSS on entry)."""
+    """Peaks of :func:`rss_bytes` while the ``with`` block runs, sampled every ``interval``
+    seconds by a thread: ``peak`` (this process), and with ``other`` (a pid) also ``other_peak``
+    and ``together`` (the peak of the two sampled at the same moments); ``start``: this
+    process's RSS on entry."""
 
-    def __init__(self, interval: float = 0.005):
-        self.interval, self.start, self.peak = interval, 0, 0
+    def __init__(self, interval: float = 0.005, other: Optional[int] = None):
+        self.interval, self.other = interval, other
+        self.start = self.peak = self.other_peak = self.together = 0
         self._stop = threading.Event()
+
+    def _take(self) -> None:
+        mine = rss_bytes()
+        self.peak = max(self.peak, mine)
+        if self.other is not None:
+            theirs = rss_bytes(self.other)
+            self.other_peak = max(self.other_peak, theirs)
+            self.together = max(self.together, mine + theirs)
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, rss_bytes())
+            self._take()
 
     def __enter__(self) -> "PeakRSS":
-        self.start = self.peak = rss_bytes()
+        self.start = rss_bytes()
+        self._take()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -71,7 +84,7 @@ class PeakRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
+        self._take()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,24 +153,43 @@ def round_down(n: int, multiple: int) -> int:
     return max(multiple, n // multiple * multiple)
 
 
-def choose_window(shape: Sequence[int], budget: int, fixed: int, per_voxel: float, multiple: int) -> List[int]:
-    """The largest cube side (a multiple of ``multiple``, each axis clipped to ``shape``) whose
-    cost ``fixed + per_voxel x voxels`` fits ``budget``; an error when not even the smallest
-    window does."""
-    if fixed + per_voxel * multiple ** len(shape) > budget:
-        raise InputError(f"--max-memory {budget / 2**30:.2f} GiB is too small: TF and PyTorch need "
-                         f"{fixed / 2**30:.2f} GiB loaded, and a {multiple}-voxel window "
-                         f"{per_voxel * multiple ** len(shape) / 2**20:.0f} MiB more",
+def choose_window(shape: Sequence[int], budget: int, phases: Sequence[Tuple[float, float]], multiple: int,
+                  border: int) -> List[int]:
+    """The cube side (a multiple of ``multiple``, each axis clipped to ``shape``) whose cost --
+    the largest of the ``phases``' ``fixed + per_voxel x voxels`` -- fits ``budget`` and whose
+    grid runs the fewest voxels (the largest such window on a tie: the fewest windows). The
+    largest window is not always the cheapest grid: one slightly smaller may tile an axis with
+    one window fewer. An error when no window fits, or none leaves a core inside ``border``."""
+
+    def cost(voxels: int) -> float:
+        return max(fixed + per_voxel * voxels for fixed, per_voxel in phases)
+
+    smallest = int(np.prod([min(multiple, d) for d in shape]))
+    if cost(smallest) > budget:
+        loaded = max(fixed for fixed, _ in phases)
+        raise InputError(f"--max-memory {budget / PLAN_FRACTION / 2**30:.2f} GiB is too small: TF and PyTorch "
+                         f"need {loaded / 2**30:.2f} GiB loaded, and a {multiple}-voxel window "
+                         f"{(cost(smallest) - loaded) / 2**20:.0f} MiB more (planning within {PLAN_FRACTION:.0%})",
                          hint="give a larger --max-memory")
-    best = multiple
+    best, best_work, error = None, None, None
     side = multiple
-    while side <= max(shape):
-        voxels = int(np.prod([min(side, d) for d in shape]))
-        if fixed + per_voxel * voxels > budget:
+    while side <= max(shape) + multiple - 1:
+        window = [min(side, d) for d in shape]
+        if cost(int(np.prod(window))) > budget:
             break
-        best = side
+        try:
+            work = sum(w.voxels for w in plan_grid(shape, window, border))
+        except InputError as exc:
+            error = exc
+        else:
+            if best_work is None or work <= best_work:
+                best, best_work = window, work
         side += multiple
-    return [min(best, d) for d in shape]
+    if best is None:
+        raise InputError(f"--max-memory {budget / PLAN_FRACTION / 2**30:.2f} GiB allows windows of at most "
+                         f"{side - multiple} voxels, which leave no core inside a border of {border}",
+                         hint="give more --max-memory or a smaller --window-border") from error
+    return best
 
 
 # ------------------------------------------------------------------------------------------------
@@ -266,7 +298,7 @@ def serve_windows(run_window, x: np.ndarray, ready: Dict, stdin=None, stdout=Non
             np.save(request["out"], core)
             del core
         stdout.write(json.dumps({"seconds": time.perf_counter() - start, "peak_rss": mem.peak,
-                                 "rss_before": mem.start}) + "\n")
+                                 "rss_before": mem.start, "rss_after": rss_bytes()}) + "\n")
         stdout.flush()
 
 
@@ -310,24 +342,29 @@ def cost_line(points: Sequence[Tuple[int, int]], base: int) -> Tuple[float, floa
     return float(base), max(0.0, (p - base) / v)
 
 
-def plan_memory(shape, multiple: int, budget: int, tf_base: int, tf_points, pt_base: int, pt_points,
-                out_channels: int, in_channels: int):
+def plan_memory(shape, multiple: int, budget: int, border: int, tf_base: int, tf_points, tf_idle: int, pt_base: int,
+                pt_points, out_channels: int, in_channels: int):
     """``(window, estimate)``: the window side per axis and the figures it was chosen from.
 
-    Each process's peak is a line in the window's voxels (:func:`cost_line`, from its probes);
-    the parent also holds TF's output core and the input (4 bytes a channel each). The planned
-    peak of both processes together stays within :data:`PLAN_FRACTION` of ``budget``."""
+    The two sides run in turn, so both processes together peak at the larger of: TF running a
+    window while the parent is loaded (``pt_base``), and PyTorch running one while TF's child
+    sits at ``tf_idle`` (its RSS after a window) and the parent holds TF's output core and the
+    input (4 bytes a channel each). Each side's running peak is a line in the window's voxels
+    (:func:`cost_line`, from its probes). The planned peak stays within :data:`PLAN_FRACTION` of
+    ``budget``."""
     tf_fixed, tf_per_voxel = cost_line(tf_points, tf_base)
     pt_fixed, pt_per_voxel = cost_line(pt_points, pt_base)
     held = 4.0 * (out_channels + in_channels)
-    per_voxel = tf_per_voxel + pt_per_voxel + held
-    fixed = tf_fixed + pt_fixed
-    window = choose_window(shape, int(budget * PLAN_FRACTION), fixed, per_voxel, multiple)
-    estimate = {"budget_bytes": budget, "planned_fraction": PLAN_FRACTION, "fixed_bytes": fixed,
-                "loaded_bytes": {"tf": tf_base, "torch": pt_base},
+    # the larger phase, as a line: fixed + per_voxel x voxels, bounded by the two lines' maximum
+    # at each size (choose_window checks the bound size by size)
+    phases = [(tf_fixed + pt_base, tf_per_voxel), (tf_idle + pt_fixed, pt_per_voxel + held)]
+    window = choose_window(shape, int(budget * PLAN_FRACTION), phases, multiple, border)
+    voxels = int(np.prod(window))
+    estimate = {"budget_bytes": budget, "planned_fraction": PLAN_FRACTION,
+                "loaded_bytes": {"tf": tf_base, "torch": pt_base, "tf_after_a_window": tf_idle},
                 "tf_bytes_per_voxel": tf_per_voxel, "torch_bytes_per_voxel": pt_per_voxel,
-                "held_bytes_per_voxel": held, "probes": [v for v, _ in tf_points],
-                "estimated_peak_bytes": fixed + per_voxel * int(np.prod(window))}
+                "held_bytes_per_voxel": held, "probes": [v for v, _ in sorted(tf_points)],
+                "estimated_peak_bytes": max(f + v * voxels for f, v in phases)}
     return window, estimate
 
 
