@@ -140,6 +140,16 @@ def test_the_window_fits_the_larger_phase_within_the_budget():
         _plan(1 << 30, border=40)
 
 
+def test_on_a_gpu_its_memory_is_held_to_the_budget_too():
+    host_only = _plan(1 << 30)[0]
+    gpu = [(v, 100 * MiB + v * 40_000) for v in (8 ** 3, 16 ** 3)]  # 40 kB a voxel on the GPU
+    window, est = win.plan_memory((64, 64, 64), 8, 1 << 30, 0, 200 * MiB, [(8 ** 3, 210 * MiB), (16 ** 3, 220 * MiB)],
+                                  200 * MiB, 300 * MiB, [(8 ** 3, 310 * MiB), (16 ** 3, 330 * MiB)], 4, 1,
+                                  gpu_points=gpu)
+    assert window[0] < host_only[0] and est["gpu"]["bytes_per_voxel"] == pytest.approx(40_000)
+    assert est["gpu"]["fixed_bytes"] + 40_000 * window[0] ** 3 <= (1 << 30) * win.PLAN_FRACTION
+
+
 def test_the_window_is_the_cheapest_grid_that_fits():
     shape, border = (192, 232, 184), 8  # whole-brain sizes
     window = win.choose_window(shape, 120 ** 3, [(0.0, 1.0)], 8, border)  # sides up to 120 fit
@@ -173,6 +183,7 @@ def test_windows_of_the_real_model_agree_with_the_whole_volume_run(whole_run, cl
     assert d["max_abs_error"] <= 2 * whole_run["max_abs_error"] and d["tf_side"] == "original-graph"
     assert d["max_abs_error"] > 0, "two frameworks never agree to the bit: a zero would mean one side ran twice"
     assert "windows:        8 of 24x24x24, border 4" in r.stdout and "peak RSS" in r.stdout
+    assert "tf2pt verify: window 8 of 8 (24x24x24)" in r.stderr
 
 
 def test_max_memory_plans_from_measured_probes(cli_run, tmp_path, tf):

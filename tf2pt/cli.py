@@ -671,7 +671,8 @@ def _verify(checkpoint, mapping, target, volume, synthetic, input_file, signatur
                     atol=atol, min_agreement=min_agreement, per_layer=per_layer, allow_tf32=allow_tf32,
                     tf_input=tf_input, tf_output=tf_output, reference=reference, figure=figure, force=force,
                     trust_graph=trust_graph, reference_cache=reference_cache, signature=signature,
-                    input_file=input_file, tf_outputs=tf_outputs, **windowing)
+                    input_file=input_file, tf_outputs=tf_outputs, **windowing,
+                    progress=None if quiet else (lambda text: click.echo(f"tf2pt verify: {text}", err=True)))
     if json_path:
         _write_json(json_path, report.to_dict(), force)
     if not quiet or not report.passed:

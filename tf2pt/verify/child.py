@@ -28,3 +28,18 @@ def child_failure(code: int, error_path: str, stderr: str, checkpoint_path) -> I
     if os.environ.get("TF2PT_DEBUG"):
         sys.stderr.write(stderr)
     return InputError(f"the TensorFlow side failed: {tail}", path=checkpoint_path)
+
+
+class ChildProcess:
+    """A TF child process (``proc``) whose stderr goes to a file (``_stderr``); ``stop()`` kills
+    it if it still runs and closes the file."""
+
+    proc = None
+    _stderr = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self._stderr is not None and not self._stderr.closed:
+            self._stderr.close()

@@ -31,7 +31,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import InputError, MappingError
 from ..registry import describe, get_mapping
-from .child import child_failure
+from .child import ChildProcess, child_failure
 from .compare import Comparison, compare, compare_sampled, dice_per_label
 from .reference import Reference, save_reference_file
 from .torchside import device_name, pick_device, run_pytorch, run_pytorch_inputs, versions
@@ -240,7 +240,7 @@ def save_reference(checkpoint_path, mapping, out_path, *, volume=None, synthetic
     return {**meta, **result["meta"]}
 
 
-class TFChild:
+class TFChild(ChildProcess):
     """The TF side in a child process (TF and torch never share a process), started at once and
     waited for later, so that TF's start-up overlaps the conversion and torch's. The child gets
     the mapping itself, as :func:`tf2pt.registry.describe` says where to find it. A failure there
@@ -281,12 +281,6 @@ class TFChild:
             return Reference(self.out_path)
         raise child_failure(code, self.error_path, stderr, self.checkpoint_path)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if not self._stderr.closed:
-            self._stderr.close()
 
 
 def run_tf_subprocess(checkpoint_path, mapping, x, **kwargs) -> Reference:
@@ -478,7 +472,7 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
            reference_cache: Optional[str] = None, signature: Optional[str] = None,
            input_file: Optional[str] = None, tf_outputs: Optional[Sequence[str]] = None,
            max_memory: Optional[int] = None, window: Optional[Sequence[int]] = None,
-           window_border: Optional[int] = None) -> VerifyReport:
+           window_border: Optional[int] = None, progress: Optional[Any] = None) -> VerifyReport:
     """Measure parity between TF and the converted PyTorch model. Returns a :class:`VerifyReport`.
 
     With ``reference=`` the TF side is read from a file made by :func:`save_reference` (no TF
@@ -498,7 +492,8 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
 
     ``max_memory`` (bytes) or ``window`` (three sizes) compares a volume window by window, with
     ``window_border`` voxels of context (default: the mapping's receptive-field radius), within
-    that much memory for both processes together (see :mod:`.windowed`).
+    that much memory for both processes together (see :mod:`.windowed`); ``progress(text)``, if
+    given, hears of each window as it is done.
     """
     timings: Dict[str, float] = {}
     windowed = max_memory is not None or window is not None
@@ -578,7 +573,8 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
                                         workdir, device=device, allow_tf32=allow_tf32, tf_input=tf_input,
                                         tf_output=tf_output, trust_graph=trust_graph, max_memory=max_memory,
                                         window=window, border=window_border, atol=atol,
-                                        min_agreement=min_agreement, figure=figure, timings=timings, t0=t0)
+                                        min_agreement=min_agreement, figure=figure, timings=timings, t0=t0,
+                                        progress=progress)
             cached = _cache_path(reference_cache, ckpt_meta, m, x, tf_input, tf_output, per_layer, trust_graph)
             if cached is not None and os.path.isfile(cached):
                 ref = Reference(cached)
@@ -626,7 +622,7 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
 
 def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_meta, x, vol_info, workdir, *,
                      device, allow_tf32, tf_input, tf_output, trust_graph, max_memory, window, border, atol,
-                     min_agreement, figure, timings, t0) -> VerifyReport:
+                     min_agreement, figure, timings, t0, progress=None) -> VerifyReport:
     """:func:`verify`, window by window (see :mod:`.windowed`): TF's child loads the graph once
     while torch builds the model; a probe window on each side measures what a voxel costs; the
     grid is planned to fit ``max_memory``; then each window runs on both sides in turn."""
@@ -665,10 +661,12 @@ def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_me
             return out, mem, info
 
         if window is None:  # measure what a window costs each side, then plan
-            pt_base, tf_points, pt_points, tf_idle = win.rss_bytes(), [], [], meta["rss"]
+            pt_base, tf_points, pt_points, gpu_points, tf_idle = win.rss_bytes(), [], [], [], meta["rss"]
             for box in win.probe_boxes(shape, multiple):
                 _, tf_probe = child.run(box, box)
-                pt_out, mem, _ = torch_window(box)
+                pt_out, mem, info = torch_window(box)
+                if "peak_gpu_memory_bytes" in info:
+                    gpu_points.append((win.box_voxels(box), info["peak_gpu_memory_bytes"]))
                 channels = pt_out.shape[0]
                 del pt_out
                 tf_points.append((win.box_voxels(box), tf_probe["peak_rss"]))
@@ -677,12 +675,13 @@ def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_me
                 tf_peak, pt_peak = max(tf_peak, tf_probe["peak_rss"]), max(pt_peak, mem.peak)
                 together = max(together, tf_probe["peak_rss"] + pt_base, mem.together)
             window, estimate = win.plan_memory(shape, multiple, max_memory, border, meta["rss"], tf_points, tf_idle,
-                                               pt_base, pt_points, out_channels=channels, in_channels=x.shape[0])
+                                               pt_base, pt_points, out_channels=channels, in_channels=x.shape[0],
+                                               gpu_points=gpu_points or None)
         windows = win.plan_grid(shape, window, border)
         acc = None
         tf_seconds = pt_seconds = 0.0
         compare_start = 0.0
-        for w in windows:
+        for n, w in enumerate(windows, start=1):
             idle = win.rss_bytes()  # this process, while TF runs the window
             tf_core, answer = child.run(w.box, w.core)
             pt_out, mem, info = torch_window(w.box)
@@ -697,6 +696,9 @@ def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_me
             tf_peak, pt_peak = max(tf_peak, answer["peak_rss"]), max(pt_peak, mem.peak)
             # TF ran while this process held what it holds between windows; then the reverse, sampled
             together = max(together, answer["peak_rss"] + idle, mem.together)
+            if progress is not None:
+                progress(f"window {n} of {len(windows)} ({'x'.join(str(b - a) for a, b in w.box)}): TF "
+                         f"{answer['seconds']:.1f} s, PyTorch {info['torch_forward_seconds']:.1f} s")
         child.close()
     except BaseException:
         child.stop()

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
+from .child import ChildProcess, child_failure
 
 #: the share of --max-memory the windows may plan for (the rest absorbs allocator slack)
 PLAN_FRACTION = 0.85
@@ -197,7 +198,7 @@ def choose_window(shape: Sequence[int], budget: int, phases: Sequence[Tuple[floa
 # ------------------------------------------------------------------------------------------------
 
 
-class TFWindowChild:
+class TFWindowChild(ChildProcess):
     """TF in a child process (``python -m tf2pt.verify.tfside REQUEST.json``, windowed mode)
     that loads the graph once, then runs one window per request line on its stdin and answers on
     its stdout with one JSON line: its window's output core is in ``out``. Errors come back as
@@ -231,8 +232,6 @@ class TFWindowChild:
         self._fail()
 
     def _fail(self):
-        from .child import child_failure
-
         self._stderr.seek(0)
         raise child_failure(self.proc.returncode, self.error_path, self._stderr.read(), self.checkpoint_path)
 
@@ -268,13 +267,6 @@ class TFWindowChild:
             except (OSError, subprocess.TimeoutExpired):
                 pass
         self.stop()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if not self._stderr.closed:
-            self._stderr.close()
 
 
 def serve_windows(run_window, x: np.ndarray, ready: Dict, stdin=None, stdout=None) -> None:
@@ -343,7 +335,7 @@ def cost_line(points: Sequence[Tuple[int, int]], base: int) -> Tuple[float, floa
 
 
 def plan_memory(shape, multiple: int, budget: int, border: int, tf_base: int, tf_points, tf_idle: int, pt_base: int,
-                pt_points, out_channels: int, in_channels: int):
+                pt_points, out_channels: int, in_channels: int, gpu_points=None):
     """``(window, estimate)``: the window side per axis and the figures it was chosen from.
 
     The two sides run in turn, so both processes together peak at the larger of: TF running a
@@ -351,19 +343,24 @@ def plan_memory(shape, multiple: int, budget: int, border: int, tf_base: int, tf
     sits at ``tf_idle`` (its RSS after a window) and the parent holds TF's output core and the
     input (4 bytes a channel each). Each side's running peak is a line in the window's voxels
     (:func:`cost_line`, from its probes). The planned peak stays within :data:`PLAN_FRACTION` of
-    ``budget``."""
+    ``budget``. On a GPU (``gpu_points``: torch's peak GPU memory allocated per probe), the GPU
+    memory of torch's forward is held to the same budget as well."""
     tf_fixed, tf_per_voxel = cost_line(tf_points, tf_base)
     pt_fixed, pt_per_voxel = cost_line(pt_points, pt_base)
     held = 4.0 * (out_channels + in_channels)
     # the larger phase, as a line: fixed + per_voxel x voxels, bounded by the two lines' maximum
     # at each size (choose_window checks the bound size by size)
     phases = [(tf_fixed + pt_base, tf_per_voxel), (tf_idle + pt_fixed, pt_per_voxel + held)]
+    gpu = cost_line(gpu_points, 0) if gpu_points else None
+    if gpu is not None:
+        phases.append(gpu)
     window = choose_window(shape, int(budget * PLAN_FRACTION), phases, multiple, border)
     voxels = int(np.prod(window))
     estimate = {"budget_bytes": budget, "planned_fraction": PLAN_FRACTION,
                 "loaded_bytes": {"tf": tf_base, "torch": pt_base, "tf_after_a_window": tf_idle},
                 "tf_bytes_per_voxel": tf_per_voxel, "torch_bytes_per_voxel": pt_per_voxel,
                 "held_bytes_per_voxel": held, "probes": [v for v, _ in sorted(tf_points)],
+                "gpu": None if gpu is None else {"fixed_bytes": gpu[0], "bytes_per_voxel": gpu[1]},
                 "estimated_peak_bytes": max(f + v * voxels for f, v in phases)}
     return window, estimate
 
