@@ -335,15 +335,14 @@ def test_tf_saved_model_load_never_runs_the_savedmodels_own_restore_function(tf,
     target = tmp_path / "pwned.txt"
     path = _writing_module(tf, str(tmp_path / "evil"), target, "none")
     _tamper_restore(path, target)
-    r = cli_run("verify", path, "-m", _two_mapping(tmp_path), "--trust-graph", "--synthetic", "3")  # batch 3: a
-    # batch of 1 makes "score" one number, its range 0 and so its default atol 0
+    r = cli_run("verify", path, "-m", _two_mapping(tmp_path), "--trust-graph")
     assert r.returncode == 0, r.stdout + r.stderr
     assert not target.exists()
 
 
 def test_the_clean_module_of_the_same_shape_passes(tf, tmp_path, cli_run):
     path = _writing_module(tf, str(tmp_path / "clean"), tmp_path / "never", "none")
-    r = cli_run("verify", path, "-m", _two_mapping(tmp_path), "--synthetic", "3", "--json", tmp_path / "r.json")
+    r = cli_run("verify", path, "-m", _two_mapping(tmp_path), "--json", tmp_path / "r.json")
     assert r.returncode == 0, r.stdout + r.stderr
     notes = json.loads((tmp_path / "r.json").read_text())["tf_notes"]
     assert any("save/restore functions" in n and "traced_restore" in n for n in notes), notes
@@ -628,3 +627,15 @@ def test_graph_input_rank_is_read_without_tensorflow(tf1_2d, example):
     assert graph_input_rank(tf1_2d, "training:0") == 0
     assert graph_input_rank(tf1_2d, "logits:0") is None  # not a placeholder
     assert graph_input_rank(example, "images:0") == 5  # NiftyNet's volume: the 3-D path, as before
+
+
+def test_a_single_value_output_is_held_to_its_magnitude_not_to_a_zero_range():
+    from tf2pt.mapping import VerifySpec
+    from tf2pt.verify.compare import compare_output
+    from tf2pt.verify.run import _atol
+
+    m = compare_output("score", np.array([[1.5]], np.float32), np.array([[1.5000002]], np.float32))
+    assert m["output_range"] == 0 and m["max_abs_error"] > 0
+    atol, rule = _atol(None, VerifySpec(), m)
+    assert atol == pytest.approx(1.5e-4) and "max |TF output|" in rule and m["max_abs_error"] <= atol
+    assert _atol(None, VerifySpec(), {"output_range": 2.0, "output_scale": 9.0})[0] == pytest.approx(2e-4)

@@ -300,6 +300,9 @@ class VerifySpec:
     #: ``tf_reference`` alone, a Sequential built without an Input): ``{name: (shape, dtype)}``,
     #: in ``forward``'s order, ``None`` for unknown sizes (``{"images": ((None, 8, 8, 3), "float32")}``)
     input_specs: TMapping[str, Tuple[Sequence[Optional[int]], str]] = field(default_factory=dict)
+    #: how far (input voxels, per side) an output voxel sees: a windowed verify's default border,
+    #: with which the windows' labels are the whole volume's (``None``: not declared)
+    receptive_radius: Optional[int] = None
 
     def __post_init__(self):
         if self.layout not in (None, "channels_last", "none"):

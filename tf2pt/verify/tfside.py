@@ -192,22 +192,69 @@ def _node_of(tensor: str) -> str:
 _VARIABLE_OPS = ("VarHandleOp", "VariableV2", "Variable")
 
 
-def run_graph(tf, kind: str, path: str, prefix: Optional[str], x: np.ndarray, spec, tf_input: str, tf_output: str,
-              timings: Optional[Dict[str, float]] = None, trust_graph: bool = False, notes: Optional[list] = None):
-    """Run the original graph on ``x`` (``C, D, H, W``: fed channels-last with a batch axis), a
-    :class:`GraphModel`. Raises ``KeyError`` (:class:`MissingTensor`) when a tensor is not in it."""
-    timings = {} if timings is None else timings
-    start = time.perf_counter()
-    model = GraphModel(tf, kind, path, prefix, spec, tf_input, [tf_output], trust_graph=trust_graph, notes=notes)
-    try:
-        model.load()
-        timings["tf_graph_load_seconds"] = time.perf_counter() - start
-        start = time.perf_counter()
-        result = model({tf_input: _to_channels_last(x)})[tf_output]
-        timings["tf_forward_seconds"] = time.perf_counter() - start
-        return result
-    finally:
-        model.close()
+class GraphSession:
+    """The original graph, imported, checked and given its checkpoint values once; ``run(x)``
+    then feeds ``x`` (``C, D, H, W``) and fetches the output, as often as needed (one volume, or
+    every window of a windowed verify). Raises ``KeyError`` (:class:`MissingTensor`) when a
+    tensor is not in the graph.
+
+    Nothing of the graph runs but the ops computing ``tf_output`` from the feeds, each checked
+    first (:mod:`.graphcheck`; ``trust_graph`` skips that). Its SaverDef restore op never runs:
+    the variables the output reads get their values from TensorFlow's own checkpoint reader,
+    assigned by ops tf2pt adds."""
+
+    def __init__(self, tf, kind: str, path: str, prefix: Optional[str], spec, tf_input: str, tf_output,
+                 trust_graph: bool = False, notes: Optional[list] = None):
+        """``tf_output``: a tensor name, or a list of them (:meth:`fetch` returns each)."""
+        from . import graphcheck
+
+        v1 = tf.compat.v1
+        outputs = [tf_output] if isinstance(tf_output, str) else list(tf_output)
+        graph_def, restore_op, slices = load_graph(tf, kind, path)
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.graph_util.import_graph_def(graph_def, name="")  # builds the graph; runs nothing
+            self._inp = _tensor(graph, graph_def, tf_input)
+            self._outs = [_tensor(graph, graph_def, o) for o in outputs]
+            self._out = self._outs[0]
+            self._feeds = {}
+            for name, value in dict(spec.feeds).items():
+                tensor, val = _feed_value(graph, name, value)
+                self._feeds[tensor] = val
+            fed = [t.name for t in [self._inp, *self._feeds]]
+            ran = graphcheck.closure(graph_def, outputs, fed)
+            if not trust_graph:
+                graphcheck.check_saver(graph_def, restore_op, path)
+                graphcheck.check_run(graph_def, outputs, fed, path)
+            if notes is not None:
+                notes.extend(graphcheck.io_elsewhere(graph_def, ran))
+            assigns, values = _restore_ops(tf, graph, graph_def, ran, slices, prefix, path)
+            self._sess = v1.Session(graph=graph, config=_session_config(tf))
+            try:
+                if assigns:
+                    self._sess.run(assigns, values)
+            except BaseException:
+                self.close()
+                raise
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """TF's output for ``x`` (``C, D, H, W``), channels-last with its batch axis, as fetched."""
+        feeds = {self._inp: _to_channels_last(x).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
+        return self._sess.run(self._out, feeds)
+
+    def fetch(self, value: np.ndarray) -> list:
+        """Every output for ``value`` fed as it is (TF's layout, batch axis first), as fetched."""
+        feeds = {self._inp: np.asarray(value).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
+        return self._sess.run(self._outs, feeds)
+
+    @property
+    def input_spec(self):
+        """``(numpy dtype, shape with None for unknown sizes, or None for an unknown rank)``."""
+        shape = self._inp.shape
+        return self._inp.dtype.as_numpy_dtype, None if shape.rank is None else tuple(shape.as_list())
+
+    def close(self) -> None:
+        self._sess.close()
 
 
 class MissingTensor(KeyError):
@@ -448,64 +495,27 @@ class TFModel:
 
 class GraphModel(TFModel):
     """A TF1 graph (a ``.meta`` next to the checkpoint, a frozen ``.pb``, a TF1 SavedModel) as a
-    model with one named input: ``tf_input`` fed (and the mapping's ``feeds``), ``tf_outputs``
-    fetched, arrays in TF's layout.
-
-    Nothing of the graph runs but the ops computing the outputs from the feeds, each checked
-    first (:mod:`.graphcheck`; ``trust_graph`` skips that). Its SaverDef restore op never runs:
-    the variables the outputs read get their values from TensorFlow's own checkpoint reader,
-    assigned by ops tf2pt adds (:meth:`load`). A tensor the graph lacks raises
-    :class:`MissingTensor`."""
+    model with one named input, any rank: a :class:`GraphSession` (checked, given its checkpoint
+    values) feeding ``tf_input`` (and the mapping's ``feeds``) and fetching ``tf_outputs``,
+    arrays in TF's layout. A tensor the graph lacks raises :class:`MissingTensor`."""
 
     def __init__(self, tf, kind: str, path: str, prefix: Optional[str], spec, tf_input: str, tf_outputs,
                  *, trust_graph: bool = False, notes: Optional[list] = None, why: str = "graph"):
-        from . import graphcheck
-
         super().__init__()
-        self.tf, self.path = tf, path
+        self.path = path
         self.what, self.reason = f"the {why}", f"ran the {why}"
-        tf_outputs = list(tf_outputs)
-        graph_def, restore_op, slices = load_graph(tf, kind, path)
-        graph = tf.Graph()
-        with graph.as_default():
-            tf.graph_util.import_graph_def(graph_def, name="")  # builds the graph; runs nothing
-            self._inp = _tensor(graph, graph_def, tf_input)
-            self._outs = [_tensor(graph, graph_def, o) for o in tf_outputs]
-            self._feeds = {}
-            for name, value in dict(spec.feeds).items():
-                tensor, val = _feed_value(graph, name, value)
-                self._feeds[tensor] = val
-            fed = [self._inp.name] + [t.name for t in self._feeds]
-            ran = graphcheck.closure(graph_def, tf_outputs, fed)
-            if not trust_graph:
-                graphcheck.check_saver(graph_def, restore_op, path)
-                graphcheck.check_run(graph_def, tf_outputs, fed, path)
-            if notes is not None:
-                notes.extend(graphcheck.io_elsewhere(graph_def, ran))
-            self._assigns, self._values = _restore_ops(tf, graph, graph_def, ran, slices, prefix, path)
-        self._graph, self._sess = graph, None
-        shape = self._inp.shape
-        self.inputs = {tf_input: (self._inp.dtype.as_numpy_dtype,
-                                  None if shape.rank is None else tuple(shape.as_list()))}
-        self.outputs = tf_outputs
+        self.outputs = list(tf_outputs)
+        self._session = GraphSession(tf, kind, path, prefix, spec, tf_input, self.outputs, trust_graph, notes)
+        self.inputs = {tf_input: self._session.input_spec}
         if kind == "frozen":
             self.variables = TFGraphConstants(tf, path)
 
-    def load(self) -> None:
-        if self._sess is None:
-            self._sess = self.tf.compat.v1.Session(graph=self._graph, config=_session_config(self.tf))
-            if self._assigns:
-                self._sess.run(self._assigns, self._values)
-
     def __call__(self, inputs):
         (x,) = inputs.values()
-        feeds = {self._inp: np.asarray(x).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
-        return dict(zip(self.outputs, (np.asarray(r) for r in self._sess.run(self._outs, feeds))))
+        return dict(zip(self.outputs, (np.asarray(r) for r in self._session.fetch(x))))
 
     def close(self) -> None:
-        if self._sess is not None:
-            self._sess.close()
-            self._sess = None
+        self._session.close()
 
 
 class SignatureModel(TFModel):
@@ -599,44 +609,96 @@ def run_signature(tf, path: str, signature: str, *, synthetic=None, input_file: 
                      seed=seed, timings=timings, int_high=int_high)
 
 
+def _tf_request(mapping, tf_input: Optional[str], tf_output: Optional[str]):
+    """``(tf, spec, given, tf_input, tf_output, meta)``: TensorFlow imported (timed in
+    ``meta["timings"]``), the tensor names (the user's, else the mapping's) and which of
+    ``--tf-input``/``--tf-output`` the user gave."""
+    start = time.perf_counter()
+    tf = import_tf()
+    timings: Dict[str, float] = {"tf_import_seconds": time.perf_counter() - start}
+    spec = mapping.verify
+    given = {n for n, v in (("--tf-input", tf_input), ("--tf-output", tf_output)) if v}
+    tf_input, tf_output = tf_input or spec.tf_input, tf_output or spec.tf_output
+    meta: Dict[str, Any] = {"tf_version": tf.__version__, "tf_input": tf_input, "tf_output": tf_output,
+                            "tf_device": "cpu", "tf_notes": [], "timings": timings}
+    return tf, spec, given, tf_input, tf_output, meta
+
+
+def _reference_variables(tf, kind: Optional[str], path: Optional[str], checkpoint):
+    """What the mapping's ``tf_reference`` reads: a frozen graph's constants, else the checkpoint's variables."""
+    return TFGraphConstants(tf, path) if kind == "frozen" else TFVariables(tf, str(checkpoint.prefix))
+
+
+def _no_tf_side(why: str, mapping, checkpoint) -> InputError:
+    return InputError(f"cannot run TF: {why}, and mapping {mapping.name!r} has no TF reference forward",
+                      path=checkpoint.path)
+
+
+def open_graph(tf, checkpoint, spec, tf_input: str, tf_output: str, given, trust_graph: bool,
+               timings: Dict[str, float], meta: Dict[str, Any]):
+    """``(session, kind, path, why)``: a :class:`GraphSession` on the checkpoint's original
+    graph (``meta`` then says so), or ``None`` with ``why`` there is none. A tensor the user named
+    (``given`` holds ``--tf-input``/``--tf-output`` when they did) that the graph lacks is an
+    error naming the closest; a mapping default that it lacks is a reason to use the reference."""
+    prefix = str(checkpoint.prefix) if getattr(checkpoint, "prefix", None) else None
+    kind, path, why = find_graph(checkpoint)
+    if kind is None:
+        return None, kind, path, why
+    start = time.perf_counter()
+    try:
+        session = GraphSession(tf, kind, path, prefix, spec, tf_input, tf_output, trust_graph, meta["tf_notes"])
+    except MissingTensor as exc:
+        option = "--tf-input" if exc.name == tf_input else "--tf-output"
+        if option in given:  # the user named it: an error, never a silent fallback
+            close = f"closest: {', '.join(exc.close)}" if exc.close else "no tensor of a similar name"
+            raise InputError(f"{option} {exc.name!r}: the {why} has no such tensor", path=path,
+                             hint=close) from None
+        return None, kind, path, f"the {why} has no tensor {exc.name}"
+    timings["tf_graph_load_seconds"] = time.perf_counter() - start
+    meta.update(tf_side="original-graph", tf_side_reason=f"ran the {why}", tf_graph=path)
+    return session, kind, path, why
+
+
+def window_forward(checkpoint, mapping, *, tf_input: Optional[str] = None, tf_output: Optional[str] = None,
+                   trust_graph: bool = False):
+    """``(forward, close, meta)`` for a windowed verify: ``forward(x)`` runs TF on one window
+    ``(C, D, H, W)`` and returns its output channels-first -- the original graph, loaded once,
+    or the mapping's reference forward where there is none (``meta`` says which and why)."""
+    tf, spec, given, tf_input, tf_output, meta = _tf_request(mapping, tf_input, tf_output)
+    session, kind, path, why = open_graph(tf, checkpoint, spec, tf_input, tf_output, given, trust_graph, meta["timings"], meta)
+    if session is not None:
+        return (lambda x: _to_channels_first(session.run(x))), session.close, meta
+    if spec.tf_reference is None:
+        raise _no_tf_side(why, mapping, checkpoint)
+    variables = _reference_variables(tf, kind, path, checkpoint)
+    meta.update(tf_side="reference", tf_side_reason=f"{why}; ran the mapping's tf.nn reference forward")
+    return (lambda x: _to_channels_first(spec.tf_reference(variables, _to_channels_last(x))[0])), (lambda: None), meta
+
+
 def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[str] = None,
                       tf_output: Optional[str] = None, per_layer: bool = False,
                       trust_graph: bool = False) -> Dict[str, Any]:
     """Run TF on ``x`` (``C, D, H, W``). Returns ``{"output", "layers", "meta"}``, channels-first;
     ``meta["timings"]`` has each phase (TF's import, loading the graph and its weights, the
     forward pass, the reference forward)."""
-    start = time.perf_counter()
-    tf = import_tf()
-    timings: Dict[str, float] = {"tf_import_seconds": time.perf_counter() - start}
-    spec = mapping.verify
-    given = {n for n, v in (("--tf-input", tf_input), ("--tf-output", tf_output)) if v}
-    tf_input = tf_input or spec.tf_input
-    tf_output = tf_output or spec.tf_output
-    prefix = str(checkpoint.prefix) if getattr(checkpoint, "prefix", None) else None
-    kind, path, why = find_graph(checkpoint)
-    meta: Dict[str, Any] = {"tf_version": tf.__version__, "tf_input": tf_input, "tf_output": tf_output,
-                            "tf_device": "cpu", "tf_notes": []}
+    tf, spec, given, tf_input, tf_output, meta = _tf_request(mapping, tf_input, tf_output)
+    timings = meta["timings"]
+    session, kind, path, why = open_graph(tf, checkpoint, spec, tf_input, tf_output, given, trust_graph, timings, meta)
     output = None
-    if kind is not None:
+    if session is not None:
         try:
-            output = run_graph(tf, kind, path, prefix, x, spec, tf_input, tf_output, timings, trust_graph,
-                               meta["tf_notes"])
-            meta.update(tf_side="original-graph", tf_side_reason=f"ran the {why}", tf_graph=path)
-        except MissingTensor as exc:
-            option = "--tf-input" if exc.name == tf_input else "--tf-output"
-            if option in given:  # the user named it: an error, never a silent fallback
-                close = f"closest: {', '.join(exc.close)}" if exc.close else "no tensor of a similar name"
-                raise InputError(f"{option} {exc.name!r}: the {why} has no such tensor", path=path,
-                                 hint=close) from None
-            why = f"the {why} has no tensor {exc.name}"
+            start = time.perf_counter()
+            output = session.run(x)
+            timings["tf_forward_seconds"] = time.perf_counter() - start
+        finally:
+            session.close()
     layers: Dict[str, np.ndarray] = {}
     if output is None or per_layer:
         if spec.tf_reference is None:
             if output is None:
-                raise InputError(f"cannot run TF: {why}, and mapping {mapping.name!r} has no TF reference forward",
-                                 path=checkpoint.path)
+                raise _no_tf_side(why, mapping, checkpoint)
         else:
-            variables = TFGraphConstants(tf, path) if kind == "frozen" else TFVariables(tf, prefix)
+            variables = _reference_variables(tf, kind, path, checkpoint)
             start = time.perf_counter()
             ref_out, ref_layers = spec.tf_reference(variables, _to_channels_last(x))
             timings["tf_reference_seconds"] = time.perf_counter() - start
@@ -648,7 +710,6 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
             else:
                 ref = _to_channels_first(ref_out)
                 meta["reference_vs_graph_max_abs"] = float(np.abs(ref - _to_channels_first(output)).max())
-    meta["timings"] = timings
     return {"output": _to_channels_first(output), "layers": layers, "meta": meta}
 
 
@@ -753,6 +814,19 @@ def main(argv=None) -> int:
         mapping = from_description(request["mapping"])
         from .arrays import load_npy
 
+        if request.get("windowed"):
+            from .windowed import serve_windows
+
+            x = load_npy(request["input"], "input")
+            with open_checkpoint(request["checkpoint"]) as ckpt:
+                forward, close, meta = window_forward(ckpt, mapping, tf_input=request.get("tf_input"),
+                                                      tf_output=request.get("tf_output"),
+                                                      trust_graph=request.get("trust_graph", False))
+                try:
+                    serve_windows(forward, x, meta)
+                finally:
+                    close()
+            return 0
         if request.get("signature_mode"):
             with open_checkpoint(request["checkpoint"]) as ckpt:
                 result = compute_signature_reference(
