@@ -548,6 +548,17 @@ def build():
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, eps=1e-3), nn.ReLU(), nn.Conv2d(4, 2, 1))
 
 
+def tf_reference(variables, x):
+    """The forward in tf.nn ops (BN in inference), and the convolution's output as a layer."""
+    import tensorflow as tf
+
+    v = lambda name: tf.constant(variables[name])
+    conv = tf.nn.conv2d(x, v("conv/w"), 1, "SAME") + v("conv/b")
+    y = tf.nn.batch_normalization(conv, v("bn/moving_mean"), v("bn/moving_variance"), v("bn/beta"), v("bn/gamma"), 1e-3)
+    y = tf.nn.conv2d(tf.nn.relu(y), v("head/w"), 1, "SAME") + v("head/b")
+    return y.numpy(), {{"conv": conv.numpy()}}
+
+
 MAPPING = Mapping(
     name="tf1_2d", description="a TF1 2-D segmenter", source=Source(origin="a test"),
     targets=[Target("torch", "Sequential", build, [
@@ -555,9 +566,9 @@ MAPPING = Mapping(
         Rename("bn/gamma", "1.weight"), Rename("bn/beta", "1.bias"),
         Rename("bn/moving_mean", "1.running_mean"), Rename("bn/moving_variance", "1.running_var"),
         Rename("head/w", "3.weight", "conv2d"), Rename("head/b", "3.bias")],
-        fill=[Fill(r".*num_batches_tracked", 0, "not a TF variable")])],
+        fill=[Fill(r".*num_batches_tracked", 0, "not a TF variable")], layers={{"conv": "0"}})],
     ignore=[TRAINING_ONLY],
-    verify=VerifySpec(tf_input="images:0", tf_output="logits:0", feeds={feeds}),
+    verify=VerifySpec(tf_input="images:0", tf_output="logits:0", feeds={feeds}{extra}),
 )
 '''
 
@@ -599,7 +610,7 @@ def test_a_tf1_graph_with_a_4d_input_verifies_with_synthetic_sizes(tf, tf1_2d, t
     """A 4-D NHWC placeholder (read from the .meta without TF) takes the path of models with named
     inputs: the two --synthetic sizes fill H and W (batch 1), the graph runs with its feeds."""
     mapping = tmp_path / "tf1_2d.py"
-    mapping.write_text(TF1_2D_MAPPING.format(feeds='{"training:0": False}'))
+    mapping.write_text(TF1_2D_MAPPING.format(feeds='{"training:0": False}', extra=""))
     r = cli_run("verify", tf1_2d, "-m", mapping, "--synthetic", "6", "7", "--json", tmp_path / "r.json")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads((tmp_path / "r.json").read_text())
@@ -610,7 +621,7 @@ def test_a_tf1_graph_with_a_4d_input_verifies_with_synthetic_sizes(tf, tf1_2d, t
     assert out["voxels"] == 42 and out["label_agreement"] == 1.0 and out["max_abs_error"] < 1e-4
     # the mapping's feeds reach the graph: without training=False its BN uses the batch's statistics
     unfed = tmp_path / "tf1_2d_unfed.py"
-    unfed.write_text(TF1_2D_MAPPING.format(feeds="{}"))
+    unfed.write_text(TF1_2D_MAPPING.format(feeds="{}", extra=""))
     r = cli_run("verify", tf1_2d, "-m", unfed, "--synthetic", "6", "7")
     assert r.returncode == 1, r.stdout + r.stderr
     # a tensor the graph lacks is exit 2, naming the closest
@@ -618,6 +629,19 @@ def test_a_tf1_graph_with_a_4d_input_verifies_with_synthetic_sizes(tf, tf1_2d, t
     assert r.returncode == 2 and "--tf-output 'logit:0'" in r.stderr and "logits:0" in r.stderr, r.stderr
     r = cli_run("verify", tf1_2d, "-m", mapping, "--synthetic", "6", "7", "--signature", "serving_default")
     assert r.returncode == 2 and "--signature applies to TF2 SavedModels" in r.stderr, r.stderr
+
+
+def test_per_layer_on_a_tf1_graph_compares_the_tf_references_layers(tf, tf1_2d, tmp_path, cli_run):
+    """Without Keras layers to read, --per-layer on the named-input path compares the layers the
+    mapping's tf_reference returns; the reference itself is held against the graph."""
+    mapping = tmp_path / "tf1_2d_layers.py"
+    mapping.write_text(TF1_2D_MAPPING.format(feeds='{"training:0": False}',
+                                             extra=', tf_reference=tf_reference, layers=("conv",)'))
+    r = cli_run("verify", tf1_2d, "-m", mapping, "--synthetic", "5", "4", "--per-layer", "--json", tmp_path / "r.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [(row["layer"], row["module"], row["status"]) for row in report["per_layer"]] == [("conv", "0", "ok")]
+    assert report["per_layer"][0]["max_abs_error"] < 1e-4 and report["reference_vs_graph_max_abs"] < 1e-4
 
 
 def test_graph_input_rank_is_read_without_tensorflow(tf1_2d, example):

@@ -128,7 +128,7 @@ RULES = (keras_layer_rules("conv", "Conv2D", "0", {{"strides": 2, "padding": "sa
 
 MAPPING = Mapping(
     name="keras_cnn", description="Conv2D stride 2 same, BN, Flatten, Dense", source=Source(origin="a test"),
-    targets=[Target("torch", "Sequential", build, RULES.rename, RULES.fill)],
+    targets=[Target("torch", "Sequential", build, RULES.rename, RULES.fill, layers={{"conv": "0", "bn": "1"}})],
     ignore=[TRAINING_ONLY],
     verify=VerifySpec({verify}),
 )
@@ -219,6 +219,55 @@ def test_a_wrong_tf_output_names_the_closest_keras_outputs(tf, keras_files, tmp_
     assert r.returncode == 0, r.stdout + r.stderr
     r = cli_run("verify", path, "-m", _cnn_mapping(tmp_path), "--signature", "serving_default")
     assert r.returncode == 2 and "--signature applies to TF2 SavedModels" in r.stderr, r.stderr
+
+
+def test_per_layer_names_the_first_keras_layer_that_diverges(tf, keras_files, tmp_path, cli_run):
+    """--per-layer on a Keras file: the mapping's layers (Keras layer names, and the torch modules
+    the target names for them) compared on the Keras model's own layer outputs, in TF's layout.
+    With the wrong epsilon the convolution agrees and the BatchNormalization is the first to
+    diverge."""
+    path = keras_files("cnn", "keras")
+    good = _cnn_mapping(tmp_path, verify='layers=("conv", "bn")')
+    r = cli_run("verify", path, "-m", good, "--per-layer", "--synthetic", "2", "--json", tmp_path / "r.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = _report(tmp_path)
+    assert [(row["layer"], row["module"], row["status"]) for row in report["per_layer"]] == [
+        ("conv", "0", "ok"), ("bn", "1", "ok")]
+    assert report["first_divergent_layer"] is None and "per layer" in r.stdout
+    bad = _cnn_mapping(tmp_path, eps=0.1, verify='layers=("conv", "bn")')
+    r = cli_run("verify", path, "-m", bad, "--per-layer", "--synthetic", "2", "--json", tmp_path / "bad.json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = json.loads((tmp_path / "bad.json").read_text())
+    assert [row["status"] for row in report["per_layer"]] == ["ok", "DIVERGES"]
+    assert report["first_divergent_layer"] == "bn" and "first divergent layer: bn" in r.stdout
+    r = cli_run("verify", path, "-m", _cnn_mapping(tmp_path, verify='layers=("conv", "bnn")'), "--per-layer")
+    assert r.returncode == 2 and "no layer 'bnn'" in r.stderr and "closest: bn" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("structure", ["list", "dict"])
+def test_a_keras_model_with_two_inputs_and_two_outputs_is_named_both_ways(structure, tf):
+    """In-process (no child): the Keras model's inputs and outputs by name, list- or
+    dict-structured, run and returned as Keras computes them."""
+    keras = _keras("3")
+    from tf2pt.verify.kerasside import KerasModel
+    from tf2pt.verify.tfside import make_inputs
+
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    h = keras.layers.Dense(4, name="h")(keras.layers.Concatenate()([a, b]))
+    y, z = keras.layers.Dense(1, name="y")(h), keras.layers.Dense(2, name="z")(h)
+    model = keras.Model([a, b], [y, z]) if structure == "list" else keras.Model({"a": a, "b": b}, {"y": y, "z": z})
+    _randomize(model, 3)
+    km = KerasModel(tf, model, path="m.keras", side="original-graph", reason="test")
+    assert {k: (str(d), s) for k, (d, s) in km.inputs.items()} == {"a": ("float32", (None, 3)),
+                                                                     "b": ("float32", (None, 2))}
+    assert km.outputs == ["y", "z"]
+    inputs = make_inputs(km, synthetic=[4])
+    out = km(inputs)
+    expected = model.predict([inputs["a"], inputs["b"]] if structure == "list" else inputs, verbose=0)
+    expected = dict(zip(["y", "z"], expected)) if structure == "list" else expected
+    for name in ("y", "z"):
+        np.testing.assert_allclose(out[name], expected[name], rtol=1e-5, atol=1e-6)
+    assert out["z"].shape == (4, 2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -379,6 +428,20 @@ def test_a_weights_only_file_runs_through_the_mappings_keras_model(fmt, version,
     assert report["tf_side"] == "keras-model"
     assert "weights only" in report["tf_side_reason"] and "keras_model" in report["tf_side_reason"]
     assert report["inputs"]["images"]["shape"] == [2, 8, 8, 3] and report["outputs"][0]["top1_agreement"] == 1.0
+
+
+def test_a_tf_checkpoint_without_a_graph_runs_through_the_mappings_keras_model(tf, tmp_path, cli_run):
+    """tf_keras' save_weights in TF's format (a bundle, no .meta): the mapping's keras_model
+    (a tf_keras model) loads it, and runs."""
+    keras = _keras("2")
+    prefix = str(tmp_path / "ckpt")
+    _cnn(keras).save_weights(prefix)
+    mapping = _cnn_mapping(tmp_path, verify="keras_model=keras_model", keras="tf_keras")
+    r = cli_run("verify", prefix, "-m", mapping, "--synthetic", "2", "--json", tmp_path / "r.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = _report(tmp_path)
+    assert report["tf_side"] == "keras-model" and "no graph next to the checkpoint" in report["tf_side_reason"]
+    assert report["outputs"][0]["name"] == "fc" and report["outputs"][0]["top1_agreement"] == 1.0
 
 
 def test_a_weights_only_file_runs_through_the_tf_reference_with_declared_inputs(tf, keras_files, tmp_path, cli_run):

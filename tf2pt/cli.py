@@ -542,7 +542,9 @@ def _parse_sizes(value):
 @click.option("--atol", type=float, default=None, help="Max abs error allowed (default: 1e-4 x TF output range).")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.9999, show_default=True,
               help="Minimum fraction of voxels whose labels agree.")
-@click.option("--per-layer", is_flag=True, help="Also compare the mapping's named intermediate layers.")
+@click.option("--per-layer", is_flag=True,
+              help="Also compare the mapping's named intermediate layers (VerifySpec.layers: a Keras model's own "
+                   "layers, else those the mapping's tf_reference returns).")
 @click.option("--allow-tf32", is_flag=True, help="Let PyTorch use TF32 on GPUs (the production setting); off by default.")
 @click.option("--tf-input", default=None, metavar="TENSOR", help="Input tensor of the original TF graph (default: the mapping's).")
 @click.option("--tf-output", multiple=True, metavar="TENSOR",

@@ -46,6 +46,25 @@ def _graph_file(checkpoint_path) -> Optional[tuple]:
     return (meta, "meta") if os.path.isfile(meta) else None
 
 
+def graph_file(checkpoint_path):
+    """``(path, kind)`` of the graph verify's TF side would run for ``checkpoint_path``; ``False``
+    for a TF checkpoint bundle without one (no ``.meta`` beside it); ``None`` where the path is
+    not a bundle tf2pt resolves (tf2pt's reader judges it)."""
+    found = _graph_file(checkpoint_path)
+    if found is not None:
+        return found
+    from ..read.paths import resolve
+
+    path = os.fspath(checkpoint_path)
+    if os.path.isfile(path) and not path.endswith((".index", ".meta")) and "data-" not in os.path.basename(path):
+        return None
+    try:
+        resolve(path)
+    except Tf2ptError:
+        return None
+    return False
+
+
 def _graph_def(data: bytes, kind: str) -> Optional[bytes]:
     if kind == "frozen":
         return data

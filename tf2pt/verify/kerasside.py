@@ -169,7 +169,7 @@ class KerasModel(TFModel):
         out_struct = getattr(model, "output", None)
         self.outputs = [str(n) for n in (list(out_struct) if isinstance(out_struct, dict) else model.output_names)]
 
-    def __call__(self, inputs):
+    def _run(self, model, inputs):
         tf = self.tf
         with tf.device("/cpu:0"):
             tensors = {k: tf.constant(v) for k, v in inputs.items()}
@@ -179,7 +179,30 @@ class KerasModel(TFModel):
                 (arg,) = tensors.values()
             else:
                 arg = [tensors[k] for k in self.inputs]
-            result = self.model(arg, training=False)
+            return model(arg, training=False)
+
+    def layer_outputs(self, inputs, names) -> Dict[str, np.ndarray]:
+        """The outputs of the model's layers ``names`` (top-level Keras layer names) on
+        ``inputs``, in TF's layout: a Keras model from the model's inputs to those layers' outputs."""
+        layers = {layer.name: layer for layer in self.model.layers}
+        missing = [n for n in names if n not in layers]
+        if missing:
+            import difflib
+
+            close = difflib.get_close_matches(missing[0], list(layers), n=5, cutoff=0.3)
+            raise InputError(f"--per-layer: {self.what} has no layer {missing[0]!r} (VerifySpec.layers)",
+                             path=self.path, hint=f"closest: {', '.join(close)}" if close else
+                             f"its layers: {', '.join(layers)}")
+        import importlib
+
+        keras = importlib.import_module(type(self.model).__module__.split(".")[0])  # the Keras that built it
+        probe = keras.Model(self.model.input, [layers[n].output for n in names])
+        result = self._run(probe, inputs)
+        flat = list(result) if isinstance(result, (list, tuple)) else [result]
+        return {n: np.asarray(v) for n, v in zip(names, flat)}
+
+    def __call__(self, inputs):
+        result = self._run(self.model, inputs)
         if isinstance(result, dict):
             return {str(k): np.asarray(v) for k, v in result.items()}
         flat = list(result) if isinstance(result, (list, tuple)) else [result]
@@ -206,8 +229,13 @@ class ReferenceModel(TFModel):
                                hint="declare VerifySpec.input_specs={name: (shape, dtype)}, or VerifySpec.keras_model")
         self.outputs = list(spec.outputs) or ["output"]
 
+    def layer_outputs(self, inputs, names) -> Dict[str, np.ndarray]:
+        """The layer outputs the last call's ``tf_reference`` returned, of ``names``."""
+        return {k: v for k, v in self._layers.items() if k in names}
+
     def __call__(self, inputs):
-        out, _ = self.spec.tf_reference(self.variables, *[inputs[k] for k in self.inputs])
+        out, layers = self.spec.tf_reference(self.variables, *[inputs[k] for k in self.inputs])
+        self._layers = {k: np.asarray(v) for k, v in (layers or {}).items()}
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         if not self.spec.outputs and len(outs) > 1:
             self.outputs = [f"output_{i}" for i in range(len(outs))]
@@ -323,15 +351,22 @@ def open_keras(tf, checkpoint, spec, *, trust_graph: bool = False, notes: Option
             notes.append("the file holds its model's architecture: the mapping's keras_model was not used")
         return KerasModel(tf, model, path=path, side="original-graph", spec=spec, variables=variables,
                           reason=f"ran the Keras model in {base}, loaded by {how}")
-    why = f"{base} holds weights only (no architecture)"
+    return open_weights(tf, spec, path, variables, why=f"{base} holds weights only (no architecture)",
+                        how="as h5py reads them")
+
+
+def open_weights(tf, spec, path: str, variables, *, why: str, how: str) -> TFModel:
+    """Weights without an architecture (a weights-only Keras file, a TF2 checkpoint with no graph)
+    as a :class:`~.tfside.TFModel`: the mapping's ``keras_model`` with them loaded by Keras'
+    ``load_weights(path)``, else the mapping's ``tf_reference`` on ``variables`` (read ``how``)."""
     if getattr(spec, "keras_model", None) is not None:
         model = spec.keras_model()
         model.load_weights(path)
         return KerasModel(tf, model, path=path, side="keras-model", spec=spec, variables=variables,
-                          reason=f"{why}; ran the mapping's keras_model with them, loaded by Keras' load_weights")
+                          reason=f"{why}; ran the mapping's keras_model with the weights, loaded by Keras' load_weights")
     if spec.tf_reference is not None:
         return ReferenceModel(spec, variables, path=path,
-                              reason=f"{why}; ran the mapping's tf_reference on them, as h5py reads them")
+                              reason=f"{why}; ran the mapping's tf_reference on the weights, {how}")
     raise InputError(f"cannot run TF: {why}, and the mapping has neither a keras_model nor a tf_reference",
                      path=path, hint="save the whole model (model.save('m.keras')), or give the mapping's VerifySpec "
                                      "a keras_model (a function building the Keras model)")

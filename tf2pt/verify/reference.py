@@ -48,6 +48,7 @@ def save_reference_file(path, x: np.ndarray, result: Dict[str, Any], meta: Dict[
     if "outputs" in result:  # a signature's inputs and outputs, by name, in TF's layout and dtype
         arrays = {INPUT_PREFIX + k: np.asarray(v) for k, v in result["inputs"].items()}
         arrays.update({OUTPUT_PREFIX + k: np.asarray(v) for k, v in result["outputs"].items()})
+        arrays.update({LAYER_PREFIX + k: np.asarray(v) for k, v in (result.get("layers") or {}).items()})
         arrays["meta"] = np.array(json.dumps(full_meta, default=str))
         with atomic_output(path, force=force) as tmp:
             with open(tmp, "r+b") as fh:

@@ -59,6 +59,7 @@ class VerifyReport:
         ]
         if d.get("outputs") is not None:  # a TF2 signature: any inputs, every output
             lines += _signature_summary(d)
+            lines += _per_layer_lines(d)
             if d.get("reference_vs_graph_max_abs") is not None:
                 lines.append(f"  mapping's tf_reference vs the graph: max abs {d['reference_vs_graph_max_abs']:.3e}")
             t = d["timings"]
@@ -87,13 +88,7 @@ class VerifyReport:
         elif d.get("dice_worst"):
             worst = ", ".join(f"{r['label']}{' ' + r['name'] if r.get('name') else ''}: {r['dice']:.4f}" for r in d["dice_worst"])
             lines.append(f"  worst Dice:     {worst}")
-        if d.get("per_layer"):
-            lines.append("  per layer (max abs / rel to range):")
-            for row in d["per_layer"]:
-                lines.append(f"    {row['layer']:<12} {row['module']:<36} {row['max_abs_error']:.3e} "
-                             f"{row['max_rel_error']:.3e}  {row['status']}")
-            if d.get("first_divergent_layer"):
-                lines.append(f"  first divergent layer: {d['first_divergent_layer']}")
+        lines += _per_layer_lines(d)
         if d.get("windowed"):
             lines += _windowed_summary(d["windowed"])
         t = d["timings"]
@@ -393,6 +388,48 @@ def _per_layer(ref: Reference, pt_layers: Dict[str, np.ndarray], spec, modules: 
     return rows, first_bad
 
 
+def _layer_to_tf(pt: np.ndarray, tf_shape, spec) -> np.ndarray:
+    """A torch layer output in TF's layout: channels moved last (rank >= 3) where that gives TF's
+    shape, unless the mapping's layout is "none"; otherwise as it is (``N, T, C`` sequences)."""
+    if spec.layout != "none" and pt.ndim >= 3:
+        moved = np.moveaxis(pt, 1, -1)
+        if moved.shape == tuple(tf_shape):
+            return np.ascontiguousarray(moved)
+    return pt
+
+
+def _per_layer_named(ref: Reference, pt_layers: Dict[str, np.ndarray], spec, modules: Dict[str, str]):
+    """:func:`_per_layer` for models with named inputs: each layer both sides report, compared in
+    TF's layout, batch axis kept; and the first that diverges."""
+    from .compare import compare_output
+
+    rows: List[Dict[str, Any]] = []
+    first_bad = None
+    for layer in spec.layers:
+        if layer not in ref.layer_names or layer not in pt_layers:
+            continue
+        tf_out = ref.layer(layer)
+        lm = compare_output(f"layer {layer}", tf_out, _layer_to_tf(pt_layers[layer], tf_out.shape, spec), "regression")
+        ok = lm["max_abs_error_over_range"] <= DEFAULT_ATOL_FRACTION and not any(lm["nonfinite"].values())
+        if not ok and first_bad is None:
+            first_bad = layer
+        rows.append({"layer": layer, "module": modules[layer], "max_abs_error": lm["max_abs_error"],
+                     "max_rel_error": lm["max_abs_error_over_range"], "status": "ok" if ok else "DIVERGES"})
+    return rows, first_bad
+
+
+def _per_layer_lines(d: Dict[str, Any]) -> List[str]:
+    lines = []
+    if d.get("per_layer"):
+        lines.append("  per layer (max abs / rel to range):")
+        for row in d["per_layer"]:
+            lines.append(f"    {row['layer']:<12} {row['module']:<36} {row['max_abs_error']:.3e} "
+                         f"{row['max_rel_error']:.3e}  {row['status']}")
+        if d.get("first_divergent_layer"):
+            lines.append(f"  first divergent layer: {d['first_divergent_layer']}")
+    return lines
+
+
 def _verdict(metrics: Dict[str, Any], atol: float, min_agreement: float) -> Tuple[bool, str]:
     reasons = []
     if any(metrics["nonfinite"].values()):
@@ -513,14 +550,15 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
     rank = None
     if not (tf2 or keras_file or reference is not None):
         rank, mapping = _tf1_input_rank(checkpoint_path, mapping, tf_input)
-    if tf2 or keras_file or rank not in (None, 5):
+    if tf2 or keras_file or rank not in (None, 5, "no graph"):
         what = ("a TF2 SavedModel" if tf2 else "a Keras file" if keras_file else
-                f"a TF1 graph whose input is of rank {rank} (not a 5-D volume)")
+                "a checkpoint without a graph, run through the mapping's keras_model or input_specs"
+                if rank == "named" else f"a TF1 graph whose input is of rank {rank} (not a 5-D volume)")
         if reference is not None:
             raise InputError(f"--reference is not supported for {what} yet", path=reference,
                              hint="run verify where TensorFlow is installed")
-        if figure or per_layer or crop is not None or volume is not None or windowed:
-            raise InputError(f"--figure, --per-layer, --crop, --volume and --max-memory are for 3-D volume models; {what} "
+        if figure or crop is not None or volume is not None or windowed:
+            raise InputError(f"--figure, --crop, --volume and --max-memory are for 3-D volume models; {what} "
                              "takes its inputs from --synthetic or --input", path=str(checkpoint_path))
         if tf_input and tf2:
             raise InputError(f"--tf-input {tf_input!r}: a TF2 SavedModel's inputs are its signature's, all fed",
@@ -536,10 +574,14 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
         spec = _spec(m)
         t = m.target(target)
         t.check_available()
+        if per_layer and not spec.layers:
+            raise MappingError(f"--per-layer: mapping {m.name!r} declares no layers to compare",
+                               hint="list them in VerifySpec.layers, and their torch modules in the target's layers")
         return verify_signature(checkpoint_path, m, t, spec, synthetic=synthetic, input_file=input_file,
                                 device=device, atol=atol, min_agreement=min_agreement, allow_tf32=allow_tf32,
                                 tf_outputs=tf_outputs, signature=signature, trust_graph=trust_graph,
-                                reference_cache=reference_cache, timings=timings, t0=t0, tf_input=tf_input)
+                                reference_cache=reference_cache, timings=timings, t0=t0, tf_input=tf_input,
+                                per_layer=per_layer)
     if signature is not None:
         raise InputError("--signature applies to TF2 SavedModels; this checkpoint is not one",
                          path=str(checkpoint_path), hint="use --tf-input/--tf-output for TF1 graphs")
@@ -752,15 +794,22 @@ def is_tf2_savedmodel(checkpoint_path) -> bool:
 def _tf1_input_rank(checkpoint_path, mapping, tf_input: Optional[str]):
     """``(rank, mapping)``: the rank of the TF1 graph's input placeholder (``tf_input``, else the
     mapping's), read without TF (:mod:`.graphshape`), ``None`` where it cannot be told (the
-    volume path decides); the mapping resolved (or as given, when it cannot be: reported later)."""
+    volume path decides); for a checkpoint without a graph, ``"named"`` where the mapping
+    declares how to run it with named inputs (``keras_model``, or ``input_specs`` for its
+    ``tf_reference``), else ``"no graph"``; the mapping resolved (or as given, when it cannot
+    be: reported later)."""
     from ..errors import Tf2ptError
-    from .graphshape import graph_input_rank
+    from .graphshape import graph_file, graph_input_rank
 
     try:
         mapping = get_mapping(mapping)
     except Tf2ptError:
         return None, mapping  # reported below, where the mapping is resolved
-    return graph_input_rank(checkpoint_path, tf_input or getattr(mapping.verify, "tf_input", None)), mapping
+    spec = mapping.verify
+    if spec is not None and graph_file(checkpoint_path) is False:
+        named = getattr(spec, "keras_model", None) is not None or bool(getattr(spec, "input_specs", None))
+        return ("named" if named else "no graph"), mapping
+    return graph_input_rank(checkpoint_path, tf_input or getattr(spec, "tf_input", None)), mapping
 
 
 def is_keras_file(checkpoint_path) -> bool:
@@ -799,7 +848,7 @@ class TFSignatureChild(TFChild):
     """:class:`TFChild` for a TF2 SavedModel: the child makes the inputs from the signature."""
 
     def __init__(self, checkpoint_path, mapping, *, signature, synthetic, input_file, tf_outputs, workdir,
-                 trust_graph: bool = False, tf_input: Optional[str] = None):
+                 trust_graph: bool = False, tf_input: Optional[str] = None, per_layer: bool = False):
         self.checkpoint_path = checkpoint_path
         self.out_path = os.path.join(workdir, "reference.npz")
         self.error_path = os.path.join(workdir, "error.json")
@@ -807,7 +856,8 @@ class TFSignatureChild(TFChild):
                    "output": self.out_path, "error": self.error_path, "signature": signature,
                    "synthetic": list(synthetic) if synthetic is not None else None,
                    "input_file": None if input_file is None else os.path.abspath(input_file),
-                   "tf_outputs": list(tf_outputs or ()), "trust_graph": trust_graph, "tf_input": tf_input}
+                   "tf_outputs": list(tf_outputs or ()), "trust_graph": trust_graph, "tf_input": tf_input,
+                   "per_layer": per_layer}
         self._start(request, workdir)
 
 
@@ -837,7 +887,7 @@ def _signature_summary(d: Dict[str, Any]) -> List[str]:
 
 def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, device, atol, min_agreement,
                      allow_tf32, tf_outputs, signature, trust_graph, reference_cache, timings, t0,
-                     tf_input: Optional[str] = None) -> VerifyReport:
+                     tf_input: Optional[str] = None, per_layer: bool = False) -> VerifyReport:
     """verify for a TF2 SavedModel or a Keras file: TF runs its signature (or Keras its model) on
     inputs made from the model's input specs (or ``input_file``); torch runs the converted model
     on the same inputs, moved to its layout; every output is compared with the metrics that fit
@@ -860,7 +910,8 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
 
             key = hashlib.sha256(json.dumps([ckpt_meta["checkpoint_files"], m.name, signature, list(synthetic or ()),
                                              list(tf_outputs or ()), bool(trust_graph), __version__]
-                                            + ([tf_input] if tf_input else [])).encode())
+                                            + ([tf_input] if tf_input else []) + (["per_layer"] if per_layer else [])
+                                            ).encode())
             if input_file is not None:
                 from ..write.provenance import file_sha256
 
@@ -872,7 +923,8 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
         else:
             tf_start = time.perf_counter()
             child = TFSignatureChild(checkpoint_path, m, signature=signature, synthetic=synthetic, input_file=input_file,
-                                     tf_outputs=tf_outputs, workdir=workdir, trust_graph=trust_graph, tf_input=tf_input)
+                                     tf_outputs=tf_outputs, workdir=workdir, trust_graph=trust_graph, tf_input=tf_input,
+                                     per_layer=per_layer)
         try:
             model, dev = _torch_side(ckpt, entries, t, kwargs, device, timings)
             if child is not None:
@@ -885,8 +937,10 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
                 timings.setdefault(k, seconds)
             layouts = {k: layout_of(spec, v.ndim) for k, v in ref.inputs.items()}
             out_layout = spec.layout or ("channels_last" if "channels_last" in layouts.values() else "none")
+            layer_modules = {k: t.layers[k] for k in spec.layers if k in t.layers} if per_layer else {}
+            pt_layers: Dict[str, np.ndarray] = {}
             pt_outs, info = run_pytorch_inputs(model, [to_torch_layout(v, layouts[k]) for k, v in ref.inputs.items()],
-                                               dev, allow_tf32=allow_tf32)
+                                               dev, allow_tf32=allow_tf32, layers=layer_modules, captured=pt_layers)
             timings["torch_forward_seconds"] = info.pop("torch_forward_seconds")
             names = list(ref.outputs)
             if len(pt_outs) != len(names):
@@ -902,6 +956,7 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
                 row["atol"], atol_rule = _atol(atol, spec, row)
                 reasons += verdict_output(row, row["atol"], min_agreement)
                 rows.append(row)
+            layer_rows, first_bad = _per_layer_named(ref, pt_layers, spec, layer_modules) if per_layer else ([], None)
             timings["compare_seconds"] = time.perf_counter() - start
             timings["total_seconds"] = time.perf_counter() - t0
         except BaseException:
@@ -923,6 +978,7 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
         "max_abs_error_over_range": max(r["max_abs_error_over_range"] for r in rows),
         "nonfinite": {"tf": sum(r["nonfinite"]["tf"] for r in rows), "torch": sum(r["nonfinite"]["torch"] for r in rows)},
         "outputs": rows,
+        "per_layer": layer_rows, "first_divergent_layer": first_bad,
         "inputs": inputs_info,
         "input_values": input_values,
         "input_source": (f"read from {input_file}" if input_file else

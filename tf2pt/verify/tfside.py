@@ -730,9 +730,12 @@ def open_model(tf, checkpoint, spec, *, signature: Optional[str] = None, trust_g
         if savedmodel_version(path) == "tf2":
             name = signature or getattr(spec, "signature", None) or "serving_default"
             return SignatureModel(tf, path, name, trust_graph=trust_graph, notes=notes)
-    if kind is None:
-        raise InputError(f"cannot run TF: {why}", path=str(checkpoint.path),
-                         hint="give the graph (.meta, frozen .pb or SavedModel) the checkpoint came with")
+    if kind is None:  # a TF2 checkpoint without a graph: the mapping's keras_model or tf_reference
+        from .kerasside import open_weights
+
+        prefix = str(checkpoint.prefix)
+        return open_weights(tf, spec, prefix, TFVariables(tf, prefix), why=why,
+                            how="as tf.train.load_checkpoint reads them")
     given_input = tf_input is not None
     tf_input = tf_input or spec.tf_input
     outputs = list(tf_outputs or ()) or list(getattr(spec, "outputs", ()) or ()) or [spec.tf_output]
@@ -751,12 +754,14 @@ def open_model(tf, checkpoint, spec, *, signature: Optional[str] = None, trust_g
 
 def compute_signature_reference(checkpoint, mapping, *, signature: Optional[str] = None, synthetic=None,
                                 input_file: Optional[str] = None, tf_outputs=None, trust_graph: bool = False,
-                                seed: int = 0, tf_input: Optional[str] = None) -> Dict[str, Any]:
+                                seed: int = 0, tf_input: Optional[str] = None, per_layer: bool = False) -> Dict[str, Any]:
     """The TF side for a model with named inputs (:func:`open_model`: a TF2 SavedModel's
     signature, a Keras file's model, a TF1 graph whose input is not a 5-D volume) run by TensorFlow. Returns ``{"inputs", "outputs", "meta"}``,
     the arrays in TF's layout; ``meta["signature"]`` has the input and output names in order
     (and the signature's name, for a SavedModel). Where the mapping has a ``tf_reference`` as
-    well, ``meta["reference_vs_graph_max_abs"]`` says how far it is from the model."""
+    well, ``meta["reference_vs_graph_max_abs"]`` says how far it is from the model.
+    ``per_layer``: ``"layers"`` has the outputs of the mapping's ``VerifySpec.layers``, in TF's
+    layout: the Keras model's own layers for a Keras file, else the ``tf_reference``'s."""
     start = time.perf_counter()
     tf = import_tf()
     timings: Dict[str, float] = {"tf_import_seconds": time.perf_counter() - start}
@@ -768,10 +773,18 @@ def compute_signature_reference(checkpoint, mapping, *, signature: Optional[str]
     model = open_model(tf, checkpoint, spec, signature=signature, trust_graph=trust_graph, notes=meta["tf_notes"],
                        tf_input=tf_input, tf_outputs=tf_outputs)
     timings["tf_graph_load_seconds"] = time.perf_counter() - start
+    layers: Dict[str, np.ndarray] = {}
     try:
         inputs, outs = run_model(model, synthetic=synthetic, input_file=input_file, outputs=outputs or None,
                                  given_outputs=given, seed=seed, timings=timings,
                                  int_high=getattr(spec, "int_high", None))
+        if per_layer and hasattr(model, "layer_outputs"):
+            start = time.perf_counter()
+            layers = model.layer_outputs(inputs, list(spec.layers))
+            timings["tf_layers_seconds"] = time.perf_counter() - start
+        elif per_layer and spec.tf_reference is None:
+            raise InputError(f"--per-layer: {model.what} has no named layers and the mapping no tf_reference",
+                             path=model.path, hint="give the mapping a tf_reference returning {layer: output}")
     finally:
         close = getattr(model, "close", None)
         if close is not None:
@@ -787,15 +800,17 @@ def compute_signature_reference(checkpoint, mapping, *, signature: Optional[str]
     if spec.tf_reference is not None and model.side != "reference":
         start = time.perf_counter()
         variables = model.variables if model.variables is not None else TFVariables(tf, str(checkpoint.prefix))
-        ref_out, _ = spec.tf_reference(variables, *[inputs[k] for k in order])
+        ref_out, ref_layers = spec.tf_reference(variables, *[inputs[k] for k in order])
         timings["tf_reference_seconds"] = time.perf_counter() - start
+        if per_layer and not layers:
+            layers = {k: np.asarray(v) for k, v in (ref_layers or {}).items() if k in spec.layers}
         ref_outs = ref_out if isinstance(ref_out, (tuple, list)) else [ref_out]
         diffs = [float(np.abs(np.asarray(r, np.float64) - np.asarray(o, np.float64)).max())
                  for r, o in zip(ref_outs, outs.values()) if np.shape(r) == np.shape(o)]
         if diffs:
             meta["reference_vs_graph_max_abs"] = max(diffs)
     meta["timings"] = timings
-    return {"inputs": {k: inputs[k] for k in order}, "outputs": outs, "meta": meta}
+    return {"inputs": {k: inputs[k] for k in order}, "outputs": outs, "layers": layers, "meta": meta}
 
 
 def main(argv=None) -> int:
@@ -803,6 +818,7 @@ def main(argv=None) -> int:
     typed error print its one line and exit 2; on any other error (TensorFlow's) write its type,
     message and traceback to the request's ``error`` file and exit 3."""
     argv = sys.argv[1:] if argv is None else argv
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # the TF side: Keras 3 on TF, whatever the caller's default
     request: Dict[str, Any] = {}
     try:
         with open(argv[0]) as fh:
@@ -832,7 +848,8 @@ def main(argv=None) -> int:
                 result = compute_signature_reference(
                     ckpt, mapping, signature=request.get("signature"), synthetic=request.get("synthetic"),
                     input_file=request.get("input_file"), tf_outputs=request.get("tf_outputs"),
-                    trust_graph=request.get("trust_graph", False), tf_input=request.get("tf_input"))
+                    trust_graph=request.get("trust_graph", False), tf_input=request.get("tf_input"),
+                    per_layer=request.get("per_layer", False))
             save_reference_file(request["output"], None, result, request.get("meta", {}))
             return 0
         x = load_npy(request["input"], "input")

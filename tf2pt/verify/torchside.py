@@ -33,6 +33,25 @@ def device_name(device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _layer_hooks(model, layers: Optional[Dict[str, str]], captured: Dict[str, np.ndarray], batch: bool):
+    """Forward hooks filling ``captured[layer]`` with the output of the module at each path
+    (its first element when a module returns a tuple, as ``nn.LSTM`` does; the batch axis kept
+    when ``batch``, else its first item); the hooks, for the caller to remove."""
+    modules = dict(model.named_modules())
+    hooks = []
+    for layer, path in (layers or {}).items():
+        if path not in modules:
+            raise MappingError(f"--per-layer: the target model has no module {path!r} (layer {layer!r})")
+
+        def hook(_m, _i, out, layer=layer):
+            if batch and isinstance(out, (tuple, list)):
+                out = out[0]
+            captured[layer] = (out if batch else out[0]).detach().float().cpu().numpy()
+
+        hooks.append(modules[path].register_forward_hook(hook))
+    return hooks
+
+
 def run_pytorch(model, x: np.ndarray, device, *, allow_tf32: bool = False, layers: Optional[Dict[str, str]] = None):
     """Forward ``x`` (C, D, H, W) through ``model`` in eval mode. Returns ``(output, layer outputs,
     info)`` as numpy, channels-first, batch axis dropped."""
@@ -45,12 +64,7 @@ def run_pytorch(model, x: np.ndarray, device, *, allow_tf32: bool = False, layer
     hooks = []
     try:
         model = model.to(device).eval()
-        modules = dict(model.named_modules())
-        for layer, path in (layers or {}).items():
-            if path not in modules:
-                raise MappingError(f"--per-layer: the target model has no module {path!r} (layer {layer!r})")
-            hooks.append(modules[path].register_forward_hook(
-                lambda _m, _i, out, layer=layer: captured.__setitem__(layer, out[0].detach().float().cpu().numpy())))
+        hooks = _layer_hooks(model, layers, captured, batch=False)
         inp = torch.from_numpy(np.ascontiguousarray(x[None])).to(device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -78,17 +92,21 @@ def versions() -> Dict[str, str]:
             "python": platform.python_version(), "cuda": str(torch.version.cuda)}
 
 
-def run_pytorch_inputs(model, inputs, device, *, allow_tf32: bool = False):
+def run_pytorch_inputs(model, inputs, device, *, allow_tf32: bool = False, layers: Optional[Dict[str, str]] = None,
+                       captured: Optional[Dict[str, np.ndarray]] = None):
     """Forward several inputs (numpy, torch's layout, batch axis kept) through ``model`` in eval
     mode: ``model(*inputs)``. Returns ``(outputs, info)``: a list of numpy arrays (a tuple or
-    list of tensors returned in order, a dict's values in its order, a single tensor as one)."""
+    list of tensors returned in order, a dict's values in its order, a single tensor as one).
+    ``layers`` (``{layer: module path}``): their outputs, batch axis kept, go into ``captured``."""
     import torch
 
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
+    hooks = []
     try:
         model = model.to(device).eval()
+        hooks = _layer_hooks(model, layers, {} if captured is None else captured, batch=True)
         tensors = []
         for x in inputs:
             x = np.ascontiguousarray(x)
@@ -119,4 +137,6 @@ def run_pytorch_inputs(model, inputs, device, *, allow_tf32: bool = False):
                           else o.detach().float().cpu().numpy())
         return arrays, info
     finally:
+        for h in hooks:
+            h.remove()
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
