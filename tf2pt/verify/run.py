@@ -78,7 +78,7 @@ class VerifyReport:
             f"  compared:       {d['error_scope']}",
             f"  max rel error:  {d['max_rel_error']:.3e}   mean abs error: {d['mean_abs_error']:.3e}",
             f"  output range:   {d['output_range']:.4g}   error / range: {d['max_abs_error_over_range']:.3e}",
-            f"  label agreement {d['argmax_agreement'] * 100:.4f}% of {d['voxels']} voxels "
+            f"  label agreement {_agreement_text(d['argmax_agreement'], d['voxels'])} "
             f"(min {d['thresholds']['min_agreement'] * 100:.4f}%)",
             f"  non-finite:     TF {d['nonfinite']['tf']}, PyTorch {d['nonfinite']['torch']}",
         ]
@@ -104,6 +104,15 @@ class VerifyReport:
         if d.get("reason"):
             lines.append(f"  reason: {d['reason']}")
         return "\n".join(lines)
+
+
+def _agreement_text(agreement: float, voxels: int) -> str:
+    """``100% of N voxels``, or how many differ: a rounded percentage never says 100% for a
+    run where some voxel's label differs."""
+    differ = int(round((1.0 - agreement) * voxels))
+    if differ == 0:
+        return f"100% of {voxels} voxels"
+    return f"{agreement * 100:.6f}% of {voxels} voxels ({differ} differ)"
 
 
 def _windowed_summary(w: Dict[str, Any]) -> List[str]:
