@@ -18,7 +18,7 @@ import tf2pt
 from tf2pt.plan import plan
 from tf2pt.read import open_checkpoint
 from tf2pt.registry import load_file
-from tf2pt.transforms import TRANSFORMS
+from tf2pt.transforms import TRANSFORMS, get_transform
 
 MODELS = DATA / "automap_models.py"
 HIGHRES_ARGS = '{"args": [1, 160], "kwargs": {"add_dropout_layer": true}}'
@@ -33,7 +33,7 @@ def assert_conforms(mapping_path, checkpoint) -> None:
             model = t.build()
         keys = set(model.state_dict())
         for rule in t.rename:
-            assert rule.transform in TRANSFORMS, rule
+            get_transform(rule.transform)  # a known name, or a parametrised one (dense_after_flatten:4x4x4)
             re.compile(rule.pattern)
         for fill in t.fill:
             assert any(fill.matches(k) for k in keys), f"fill rule {fill.pattern!r} matches no key"
@@ -46,7 +46,8 @@ def assert_conforms(mapping_path, checkpoint) -> None:
             assert inference == m.source.variables
             entries, report = plan(ckpt, m, t)
             assert report.problems == []
-            assert len(report.mapped) == m.source.variables
+            # every variable mapped (a Keras GRU's one bias fills two keys: count the variables)
+            assert len({row["tf"] for row in report.mapped}) == m.source.variables
             assert len(entries) == len(report.mapped) + len(report.filled)
 
 
@@ -211,6 +212,60 @@ def test_tie_without_the_graph_is_flagged_ambiguous(tie_checkpoint, cli_run, tmp
     assert {re.search(r"'(\w+)\.weight'", line).group(1) for line in flagged} == {"first", "second"}
     assert "VERIFY = None" in text  # no graph: no verify facts to infer
     assert_conforms(out, str(bare / Path(tie_checkpoint).name))
+
+
+# ---------------------------------------------------------------------------------------------
+# verify --per-layer with the layer pairs the matcher found
+# ---------------------------------------------------------------------------------------------
+
+
+def test_verify_with_model_per_layer_compares_every_matched_layer_in_the_graph(tie_checkpoint, cli_run, tmp_path):
+    """Each matched TF layer's output tensor in the original graph (the .meta) against its
+    module's output, in TF order, with the pairs the matcher found (ties settled by running)."""
+    import json
+
+    report = tmp_path / "r.json"
+    r = cli_run("verify", tie_checkpoint, "--model", f"{MODELS}:TieNet", "--per-layer", "--synthetic", 12, 12, 12,
+                "--json", report)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = json.loads(report.read_text())
+    assert d["tf_side"] == "original-graph" and d["first_divergent_layer"] is None
+    assert [(row["layer"], row["module"], row["status"]) for row in d["per_layer"]] == [
+        ("net.stem", "stem", "ok"), ("net.mix_b", "first", "ok"), ("net.mix_a", "second", "ok"),
+        ("net.head", "head", "ok")]
+    assert all(row["max_rel_error"] < 1e-5 for row in d["per_layer"])
+
+
+def test_per_layer_names_the_first_layer_a_wrong_pick_breaks(tie_checkpoint, cli_run, tmp_path):
+    """The generated file carries the layer pairs (VerifySpec.layer_tensors, Target.layers): with
+    its two tied rows swapped by hand, verify --per-layer fails at the first swapped layer."""
+    import json
+
+    out = tmp_path / "tie_map.py"
+    text = tf2pt.propose_mapping(tie_checkpoint, f"{MODELS}:TieNet").render()
+    assert "layer_tensors={" in text and "'net.mix_b': 'net/BiasAdd_1:0'" in text
+    out.write_text(text.replace("'first.weight'", "'@@'").replace("'second.weight'", "'first.weight'")
+                   .replace("'@@'", "'second.weight'").replace("'first.bias'", "'@@'")
+                   .replace("'second.bias'", "'first.bias'").replace("'@@'", "'second.bias'"))
+    assert_conforms(out, tie_checkpoint)
+    report = tmp_path / "r.json"
+    r = cli_run("verify", tie_checkpoint, "--mapping", out, "--per-layer", "--synthetic", 12, 12, 12, "--json", report)
+    assert r.returncode == 1, r.stdout + r.stderr
+    d = json.loads(report.read_text())
+    assert d["first_divergent_layer"] == "net.mix_b"
+    assert [row["status"] for row in d["per_layer"]] == ["ok", "DIVERGES", "DIVERGES", "DIVERGES"]
+    assert "first divergent layer: net.mix_b" in r.stdout
+
+
+def test_per_layer_with_model_needs_a_graph(tie_checkpoint, cli_run, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in Path(tie_checkpoint).parent.iterdir():
+        if f.name.startswith("model.ckpt") and not f.name.endswith(".meta"):
+            shutil.copy(f, bare / f.name)
+    r = cli_run("verify", bare / Path(tie_checkpoint).name, "--model", f"{MODELS}:TieNet", "--per-layer",
+                "--synthetic", 12, 12, 12)
+    assert r.returncode == 2 and "has no graph holding them" in r.stderr and "Traceback" not in r.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -189,8 +189,11 @@ _VARIABLE_OPS = ("VarHandleOp", "VariableV2", "Variable")
 
 
 def run_graph(tf, kind: str, path: str, prefix: Optional[str], x: np.ndarray, spec, tf_input: str, tf_output: str,
-              timings: Optional[Dict[str, float]] = None, trust_graph: bool = False, notes: Optional[list] = None):
+              timings: Optional[Dict[str, float]] = None, trust_graph: bool = False, notes: Optional[list] = None,
+              layers: Optional[Dict[str, np.ndarray]] = None):
     """Run the original graph on ``x``. Raises ``KeyError`` when a tensor is not in it.
+    ``layers`` (a dict): also fetch ``spec.layer_tensors`` into it, by layer name (a layer whose
+    tensor the graph lacks is left out).
 
     Nothing of the graph runs but the ops computing ``tf_output`` from the feeds, each checked
     first (:mod:`.graphcheck`; ``trust_graph`` skips that). Its SaverDef restore op never runs:
@@ -212,10 +215,18 @@ def run_graph(tf, kind: str, path: str, prefix: Optional[str], x: np.ndarray, sp
             tensor, val = _feed_value(graph, name, value)
             feeds[tensor] = val
         fed = [t.name for t in feeds]
-        ran = graphcheck.closure(graph_def, [tf_output], fed)
+        extra: Dict[str, Any] = {}
+        if layers is not None:
+            for layer, name in dict(getattr(spec, "layer_tensors", None) or {}).items():
+                try:
+                    extra[layer] = graph.get_tensor_by_name(name)
+                except (KeyError, ValueError):
+                    continue
+        wanted = [tf_output] + [t.name for t in extra.values()]
+        ran = graphcheck.closure(graph_def, wanted, fed)
         if not trust_graph:
             graphcheck.check_saver(graph_def, restore_op, path)
-            graphcheck.check_run(graph_def, [tf_output], fed, path)
+            graphcheck.check_run(graph_def, wanted, fed, path)
         if notes is not None:
             notes.extend(graphcheck.io_elsewhere(graph_def, ran))
         assigns, values = _restore_ops(tf, graph, graph_def, ran, slices, prefix, path)
@@ -225,8 +236,10 @@ def run_graph(tf, kind: str, path: str, prefix: Optional[str], x: np.ndarray, sp
                 sess.run(assigns, values)
             timings["tf_graph_load_seconds"] = time.perf_counter() - start
             start = time.perf_counter()
-            result = sess.run(out, feeds)
+            result, fetched = sess.run([out, extra], feeds)
             timings["tf_forward_seconds"] = time.perf_counter() - start
+            if layers is not None:
+                layers.update(fetched)
             return result
         finally:
             sess.close()
@@ -499,10 +512,11 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
     meta: Dict[str, Any] = {"tf_version": tf.__version__, "tf_input": tf_input, "tf_output": tf_output,
                             "tf_device": "cpu", "tf_notes": []}
     output = None
+    graph_layers: Optional[Dict[str, np.ndarray]] = {} if per_layer and getattr(spec, "layer_tensors", None) else None
     if kind is not None:
         try:
             output = run_graph(tf, kind, path, prefix, x, spec, tf_input, tf_output, timings, trust_graph,
-                               meta["tf_notes"])
+                               meta["tf_notes"], layers=graph_layers)
             meta.update(tf_side="original-graph", tf_side_reason=f"ran the {why}", tf_graph=path)
         except MissingTensor as exc:
             option = "--tf-input" if exc.name == tf_input else "--tf-output"
@@ -512,7 +526,10 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
                                  hint=close) from None
             why = f"the {why} has no tensor {exc.name}"
     layers: Dict[str, np.ndarray] = {}
-    if output is None or per_layer:
+    if graph_layers:  # the layers' outputs from the original graph itself
+        layers = {k: _to_channels_first(v) for k, v in graph_layers.items()}
+        meta["layers_from"] = "original-graph"
+    if output is None or (per_layer and not graph_layers):
         if spec.tf_reference is None:
             if output is None:
                 raise InputError(f"cannot run TF: {why}, and mapping {mapping.name!r} has no TF reference forward",
