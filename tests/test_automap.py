@@ -242,7 +242,7 @@ def test_per_layer_names_the_first_layer_a_wrong_pick_breaks(tie_checkpoint, cli
     import json
 
     out = tmp_path / "tie_map.py"
-    text = tf2pt.propose_mapping(tie_checkpoint, f"{MODELS}:TieNet").render()
+    text = tf2pt.propose_mapping(tie_checkpoint, f"{MODELS}:TieNet", run_ties=False).render()  # order: right here
     assert "layer_tensors={" in text and "'net.mix_b': 'net/BiasAdd_1:0'" in text
     out.write_text(text.replace("'first.weight'", "'@@'").replace("'second.weight'", "'first.weight'")
                    .replace("'@@'", "'second.weight'").replace("'first.bias'", "'@@'")
@@ -474,3 +474,55 @@ def test_a_kernel_the_graph_reads_transposed_is_not_transposed_again(tf, tmp_pat
         expected = sess.run("logits:0", {"x:0": xs})
     with torch.no_grad():
         assert np.allclose(net(torch.from_numpy(xs)).numpy(), expected, atol=1e-5)
+
+
+def test_a_tf_graph_that_flattens_channels_last_gets_its_dense_rows_permuted(tf, tmp_path):
+    """conv (NHWC) -> reshape -> matmul in a frozen graph, into Conv2d -> nn.Flatten -> Linear:
+    the kernel's rows are in NHWC order, nn.Flatten's in NCHW; found by running the torch model.
+    The same graph built NCHW flattens as nn.Flatten does: plain ``dense``."""
+    from tf2pt.automap.tflayers import graph_channels_first, read_graph
+
+    v1 = tf.compat.v1
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    fc = rng.standard_normal((4 * 6 * 6, 3)).astype(np.float32)
+
+    def frozen(fmt):
+        graph = tf.Graph()
+        with graph.as_default():
+            x = v1.placeholder(tf.float32, [None, 6, 6, 2] if fmt == "NHWC" else [None, 2, 6, 6], name="x")
+            h = tf.nn.relu(tf.nn.conv2d(x, tf.constant(w, name="conv/kernel"), 1, "SAME", data_format=fmt))
+            tf.identity(tf.matmul(tf.reshape(h, [-1, 4 * 6 * 6]), tf.constant(fc, name="fc/kernel")), name="logits")
+        return graph
+
+    graph = frozen("NHWC")
+    pb = tmp_path / "cnn.pb"
+    pb.write_bytes(graph.as_graph_def().SerializeToString())
+    model = tmp_path / "cnn.py"
+    model.write_text("from torch import nn\n"
+                     "def build():\n"
+                     "    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(),\n"
+                     "                         nn.Linear(144, 3, bias=False))\n")
+    proposal = tf2pt.propose_mapping(str(pb), f"{model}:build", input_shape=[1, 2, 6, 6])
+    rows = {key: t for p in proposal.pairs for _, key, t in p.rows}
+    assert rows == {"0.weight": "conv2d", "3.weight": "dense_after_flatten:6x6x4"}
+    out = tmp_path / "cnn_map.py"
+    out.write_text(proposal.render())
+    assert_conforms(out, str(pb))
+    state, _ = tf2pt.convert(str(pb), mapping=str(out))
+    net = load_file(str(out)).default_target.build()
+    net.load_state_dict(state)
+    xs = rng.standard_normal((2, 6, 6, 2)).astype(np.float32)
+    with v1.Session(graph=graph) as sess:
+        expected = sess.run("logits:0", {"x:0": xs})
+    with torch.no_grad():
+        got = net(torch.from_numpy(np.ascontiguousarray(xs.transpose(0, 3, 1, 2)))).numpy()
+    assert np.allclose(got, expected, atol=1e-4)
+    nchw = tmp_path / "nchw.pb"
+    nchw.write_bytes(frozen("NCHW").as_graph_def().SerializeToString())
+    with open_checkpoint(str(nchw)) as ckpt:
+        assert graph_channels_first(read_graph(ckpt))
+    with open_checkpoint(str(pb)) as ckpt:
+        assert not graph_channels_first(read_graph(ckpt))
+    proposal = tf2pt.propose_mapping(str(nchw), f"{model}:build", input_shape=[1, 2, 6, 6])
+    assert {key: t for p in proposal.pairs for _, key, t in p.rows}["3.weight"] == "dense"

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from .match import Pair, match
-from .tflayers import SPATIAL_KINDS, graph_io, is_keras, keras_layers, read_graph, spatial_multiple, tf_layers
+from .tflayers import (SPATIAL_KINDS, graph_channels_first, graph_io, is_keras, keras_layers, read_graph,
+                       spatial_multiple, tf_layers)
 from .torchmodules import build_model, execution_order, parse_model_kwargs, split_model_spec, torch_modules
 
 
@@ -205,7 +206,7 @@ def propose_mapping(checkpoint, model: str, model_kwargs=None, *, input_shape: O
         torch_model = build_model(model, args, kwargs)
         modules = torch_modules(torch_model)
         exact = _keras_input(facts, layers) if facts is not None else []
-        ids_first = bool(layers) and layers[0].kind == "embedding" or bool(
+        ids_first = (bool(layers) and layers[0].kind == "embedding") or bool(
             facts is not None and facts.input_dtype and facts.input_dtype.startswith(("int", "uint")))
         torch_order, guess, high = execution_order(torch_model, modules, input_shape, _inputs_from_tf(layers, graph),
                                                    exact=exact, ids_first=ids_first)
@@ -214,11 +215,14 @@ def propose_mapping(checkpoint, model: str, model_kwargs=None, *, input_shape: O
         else:
             tf_order = (f"graph order ({os.path.basename(graph.path)})" if graph is not None
                         else "natural sort of the names (no graph beside the checkpoint)")
-        if facts is not None and not facts.flatten_channels_last:
+        tf_flattens_cf = (not facts.flatten_channels_last) if facts is not None else (
+            graph is not None and graph_channels_first(graph))
+        if tf_flattens_cf:  # the TF model flattens what nn.Flatten flattens: the kernel needs no permutation
             for m in modules:
-                if m.flatten is not None:  # Keras' Flatten(data_format="channels_first") reads what nn.Flatten does
+                if m.flatten is not None:
                     m.flatten = None
-                    m.flatten_note += "; the Keras Flatten is channels_first too: plain dense"
+                    m.flatten_note += ("; the TF model flattens channels-first too (Keras' Flatten(data_format="
+                                       "'channels_first'), an NCHW graph): plain dense")
         pairs = match(layers, modules, unknown, ckpt, strip=scope)
         proposal = Proposal(
             checkpoint=str(ckpt.path), checkpoint_kind=ckpt.kind, model=model, model_args=args, model_kwargs=kwargs,

@@ -153,6 +153,21 @@ def tf_layers(checkpoint, graph: Optional[TFGraph]) -> Tuple[List[TFLayer], List
     return layers, sorted(unknown)
 
 
+def graph_channels_first(graph: TFGraph) -> bool:
+    """Whether the graph's convolutions or pools run channels-first (``data_format`` NCHW /
+    NCDHW): then it flattens its maps channels-first too, as ``nn.Flatten`` does."""
+    for node in graph.nodes:
+        raw = node.attrs.get("data_format")
+        if raw is None:
+            continue
+        try:
+            if any(number == 2 and as_bytes(value).startswith(b"NC") for number, _, value in iter_fields(raw)):
+                return True  # AttrValue.s
+        except ProtoError:
+            continue
+    return False
+
+
 def _attr_bool(node: Node, key: str) -> bool:
     raw = node.attrs.get(key)
     if raw is None:
