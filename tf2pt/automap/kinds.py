@@ -178,7 +178,7 @@ TORCH_KINDS: Dict[str, TorchKind] = {k.name: k for k in [
     TorchKind("conv_transpose", "conv_transpose", {"weight": "kernel", "bias": "bias"},
               {"kernel": _conv_transform("conv_transpose")}),
     TorchKind("depthwise", "depthwise", {"weight": "depthwise_kernel", "bias": "bias"},
-              {"depthwise_kernel": "depthwise2d"}),
+              {"depthwise_kernel": _conv_transform("depthwise")}),
     TorchKind("dense", "dense", {"weight": "kernel", "bias": "bias"}, {"kernel": "dense"}),
     TorchKind("batchnorm", "batchnorm",
               {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"},
@@ -202,7 +202,7 @@ def classify_torch(module) -> Optional[str]:
 
     if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
         return "conv_transpose"
-    if isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels \
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups > 1 and module.groups == module.in_channels \
             and module.out_channels % module.in_channels == 0:
         return "depthwise"
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):

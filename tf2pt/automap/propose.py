@@ -209,7 +209,8 @@ def propose_mapping(checkpoint, model: str, model_kwargs=None, *, input_shape: O
         ids_first = (bool(layers) and layers[0].kind == "embedding") or bool(
             facts is not None and facts.input_dtype and facts.input_dtype.startswith(("int", "uint")))
         torch_order, guess, high = execution_order(torch_model, modules, input_shape, _inputs_from_tf(layers, graph),
-                                                   exact=exact, ids_first=ids_first)
+                                                   exact=exact, ids_first=ids_first,
+                                                   input_channels_first=not layers or layers[0].kind in SPATIAL_KINDS)
         if facts is not None:
             tf_order = facts.order
         else:

@@ -194,8 +194,8 @@ def random_input(shape: Sequence[int], high: Optional[int], seed: Optional[int] 
 
 
 def execution_order(model, modules: List[TorchModule], input_shape: Optional[Sequence[int]] = None,
-                    hints: Sequence[Sequence[int]] = (), exact: Sequence[Sequence[int]] = (), ids_first: bool = False
-                    ) -> Tuple[str, Optional[List[int]], Optional[int]]:
+                    hints: Sequence[Sequence[int]] = (), exact: Sequence[Sequence[int]] = (), ids_first: bool = False,
+                    input_channels_first: bool = True) -> Tuple[str, Optional[List[int]], Optional[int]]:
     """Set each module's ``order`` to when it first ran on a small input. Returns how the order
     was found (for the report), the input shape that ran and, for token ids, the bound they
     were drawn below. Tries ``input_shape`` when given, else the ``exact`` shapes (a Keras
@@ -203,7 +203,9 @@ def execution_order(model, modules: List[TorchModule], input_shape: Optional[Seq
     the model's first layer, each at spatial size 16 and 32; a model with an ``nn.Embedding``
     is also tried on token ids (first, with ``ids_first``: the TF model takes integers).
     Modules that never ran keep their registration order after those that did; where no
-    forward runs, registration order stands. Then :func:`flatten_orders` on the input that ran."""
+    forward runs, registration order stands. Then :func:`flatten_orders` on the input that ran
+    (``input_channels_first``: whether the model's input is a channels-first map, as for a TF
+    model starting with a convolution, or in TF's layout, a sequence ``[N, T, F]`` say)."""
     import torch
 
     bound = int_high(model, modules)
@@ -254,7 +256,7 @@ def execution_order(model, modules: List[TorchModule], input_shape: Optional[Seq
         m.ran = m.path in first
         m.order = float(first[m.path]) if m.ran else float(n + m.registration)
     if any(m.kind == "dense" for m in modules):
-        flatten_orders(model, modules, ran, high)
+        flatten_orders(model, modules, ran, high, input_channels_first)
     kind = f"token ids below {high}, " if high else ""
     return f"execution order (forward hooks on an input of {kind}shape {ran})", ran, high
 
@@ -281,7 +283,8 @@ def _elementwise_classes():
             nn.Dropout, nn.AlphaDropout, nn.Identity)
 
 
-def flatten_orders(model, modules: List[TorchModule], shape: Sequence[int], high: Optional[int]) -> None:
+def flatten_orders(model, modules: List[TorchModule], shape: Sequence[int], high: Optional[int],
+                   input_channels_first: bool = True) -> None:
     """For every ``nn.Linear`` that ran on a 2-D input: whether it reads a feature map flattened,
     and how. The map is the latest tensor (a module's output, or the model's input) of rank 3
     or more with as many values per sample as the Linear has inputs; it is channels-first when
@@ -342,7 +345,7 @@ def flatten_orders(model, modules: List[TorchModule], shape: Sequence[int], high
         if source is None:
             continue
         src_what, src_path, (src_mod, src_shape) = before[source]
-        channels_first = _made_channels_first(before, source, cf_classes, ew_classes)
+        channels_first = _made_channels_first(before, source, cf_classes, ew_classes, input_channels_first)
         order = _read_order(model, named, src_path, path, x, src_shape)
         m = linears[path]
         where = "the model's input" if src_what == "input" else f"module {src_path}'s output"
@@ -370,7 +373,7 @@ def _prod(shape) -> int:
     return n
 
 
-def _made_channels_first(events, index, cf_classes, ew_classes) -> Optional[bool]:
+def _made_channels_first(events, index, cf_classes, ew_classes, input_channels_first: bool = True) -> Optional[bool]:
     """Whether the tensor of ``events[index]`` is a channels-first map: walk back through
     elementwise modules to the module that made it."""
     shape = events[index][2][1]
@@ -380,7 +383,7 @@ def _made_channels_first(events, index, cf_classes, ew_classes) -> Optional[bool
             continue
         what, _, (mod, out_shape) = e
         if what == "input":
-            return True  # an image model's input is channels-first (as verify feeds it)
+            return input_channels_first
         if isinstance(mod, cf_classes):
             return True
         if isinstance(mod, ew_classes) and out_shape == shape:
