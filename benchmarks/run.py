@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from tf2pt.units import parse_bytes
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
@@ -40,10 +42,6 @@ SHA256 = "import sys; from tf2pt.write.provenance import file_sha256; [file_sha2
 TF_LIST = "import sys, tensorflow as tf; print(len(tf.train.list_variables(sys.argv[1])))"
 
 
-def parse_size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.lower().rstrip("ib").rstrip("b")
-    return int(float(t[:-1]) * units[t[-1]]) if t[-1] in units else int(t)
 
 
 def run(cmd, stdout=subprocess.DEVNULL):
@@ -198,7 +196,7 @@ def main(argv=None):
         print(f"Machine: {machine()}\n{table}")
         return
     if not args.inspect_only:
-        size = parse_size(args.size)
+        size = parse_bytes(args.size)
         prefix = checkpoint(workdir, size, args.tensors, args.shards)
         data = sorted(Path(prefix).parent.glob(Path(prefix).name + ".data-*"))
         total = sum(p.stat().st_size for p in data)

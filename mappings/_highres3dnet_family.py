@@ -80,6 +80,19 @@ class Table(NamedTuple):
         """NiftyNet's layer scope: ``<name>_bn[_<activation>]``."""
         return f"{h.name}_bn" + (f"_{ACT}" if h.activation else "")
 
+    def receptive_radius(self) -> int:
+        """How many input voxels away an output voxel can see, per side (an upper bound: every
+        convolution counted on the path, 3x3x3 ones in the residual blocks; a strided layer's
+        reach scaled by the stride so far, never divided back)."""
+        radius, jump = (self.stem_kernel - 1) // 2, self.stem_stride
+        for _, _, dilation in self.stages:
+            radius += jump * self.blocks_per_stage * 2 * dilation
+        for _, h in self.convs():
+            radius += jump * (h.kernel - 1) // 2
+            if h.kind == "conv":
+                jump *= h.stride
+        return radius
+
     def layers(self) -> List[str]:
         """Per-layer names, in order: conv_0, every residual block, every head conv."""
         return (["conv_0"] + [f"{stage}_{j}" for stage, _, _ in self.stages for j in range(self.blocks_per_stage)]
@@ -281,7 +294,7 @@ def highres3dnet_mapping(name: str, table: Table, *, description: str, origin: s
         tf_input="images:0", tf_output="logits:0", output_kind="logits",
         # NiftyNet asserts multiples of 8; space_to_batch needs the stem's output to divide by each dilation
         spatial_multiple=max(8, t.stem_stride * max(d for _, _, d in t.stages)),
-        preprocess=("whiten",), tf_reference=tf_reference, layers=layers,
+        preprocess=("whiten",), tf_reference=tf_reference, layers=layers, receptive_radius=t.receptive_radius(),
         notes="The graph is the one tf2pt.testing.niftynet_zoo exports from NiftyNet's own network code "
               "(images:0 -> logits:0); override with --tf-input/--tf-output for graphs NiftyNet's engine "
               "exported. Input is z-scored over the foreground (NiftyNet's whitening).",

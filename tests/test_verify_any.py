@@ -532,3 +532,15 @@ def test_tf1_and_tf2_savedmodels_are_told_apart_without_tensorflow(tf, two_modul
     assert savedmodel_version(tf1) == "tf1" and not is_tf2_savedmodel(tf1)
     assert savedmodel_version(two_module) == "tf2" and savedmodel_version(keras_cnn) == "tf2"
     assert is_tf2_savedmodel(os.path.join(keras_cnn, "saved_model.pb"))
+
+
+def test_a_single_value_output_is_held_to_its_magnitude_not_to_a_zero_range():
+    from tf2pt.mapping import VerifySpec
+    from tf2pt.verify.compare import compare_output
+    from tf2pt.verify.run import _atol
+
+    m = compare_output("score", np.array([[1.5]], np.float32), np.array([[1.5000002]], np.float32))
+    assert m["output_range"] == 0 and m["max_abs_error"] > 0
+    atol, rule = _atol(None, VerifySpec(), m)
+    assert atol == pytest.approx(1.5e-4) and "max |TF output|" in rule and m["max_abs_error"] <= atol
+    assert _atol(None, VerifySpec(), {"output_range": 2.0, "output_scale": 9.0})[0] == pytest.approx(2e-4)

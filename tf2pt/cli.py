@@ -561,13 +561,22 @@ def _parse_sizes(value):
 @click.option("--trust-graph", is_flag=True,
               help="Run the checkpoint's graph even where the ops it would run are not all pure computation "
                    "(file I/O, Python, custom ops). Off by default: see docs/reliability.md.")
+@click.option("--max-memory", default=None, metavar="SIZE",
+              help="Compare a 3-D volume window by window, TF and PyTorch together within SIZE of memory "
+                   "(e.g. 4GiB): the windows are sized from a measured probe. See docs/parity.md.")
+@click.option("--window", type=click.IntRange(1), nargs=3, default=None, metavar="D H W",
+              help="Compare window by window with windows of this size (instead of sizing them by --max-memory).")
+@click.option("--window-border", type=click.IntRange(0), default=None, metavar="N",
+              help="Voxels of context each window keeps next to another (default: the mapping's receptive-field "
+                   "radius, which makes the labels the whole volume's; smaller is faster, parity unaffected).")
 @settle_option
 @force_option
 @quiet_option
 @handle_errors
 def verify_cmd(checkpoint, mapping, model, model_kwargs, input_shape, target, volume, synthetic, input_file, signature,
                crop, device, json_path, figure, atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output,
-               save_reference, sample_voxels, reference, reference_cache, trust_graph, force, quiet, settle_ties):
+               save_reference, sample_voxels, reference, reference_cache, trust_graph, max_memory, window, window_border,
+               force, quiet, settle_ties):
     """Run TensorFlow and PyTorch on one volume and report parity.
 
     With --model MODULE:FACTORY instead of --mapping, the mapping is proposed first (as `tf2pt
@@ -578,6 +587,8 @@ def verify_cmd(checkpoint, mapping, model, model_kwargs, input_shape, target, vo
     Exit codes: 0 parity holds, 1 parity failed, 2 usage or input error.
     """
     _mapping_or_model(mapping, model, model_kwargs)
+    windowing = {"max_memory": _parse_memory(max_memory), "window": list(window) if window else None,
+                 "window_border": window_border}
     if model is not None:
         import tempfile
 
@@ -591,16 +602,29 @@ def verify_cmd(checkpoint, mapping, model, model_kwargs, input_shape, target, vo
             _write_text(path, proposal.render(), True)
             return _verify(checkpoint, path, target, volume, synthetic, input_file, signature, crop, device, json_path,
                            figure, atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference,
-                           sample_voxels, reference, reference_cache, trust_graph, force, quiet)
+                           sample_voxels, reference, reference_cache, trust_graph, force, quiet, windowing)
     return _verify(checkpoint, mapping, target, volume, synthetic, input_file, signature, crop, device, json_path,
                    figure, atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference,
-                   sample_voxels, reference, reference_cache, trust_graph, force, quiet)
+                   sample_voxels, reference, reference_cache, trust_graph, force, quiet, windowing)
+
+
+def _parse_memory(value):
+    if value is None:
+        return None
+    from .units import parse_bytes
+
+    try:
+        size = parse_bytes(value)
+    except ValueError:
+        raise click.BadParameter(f"a size such as 4GiB or 512MiB, got {value!r}", param_hint="--max-memory") from None
+    if size <= 0:
+        raise click.BadParameter(f"a positive size, got {value!r}", param_hint="--max-memory")
+    return size
 
 
 def _verify(checkpoint, mapping, target, volume, synthetic, input_file, signature, crop, device, json_path, figure,
             atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels, reference,
-            reference_cache, trust_graph, force, quiet):
-    import json
+            reference_cache, trust_graph, force, quiet, windowing):
 
     synthetic = _parse_sizes(synthetic)
     tf_outputs = list(tf_output)
@@ -617,6 +641,9 @@ def _verify(checkpoint, mapping, target, volume, synthetic, input_file, signatur
         raise click.UsageError("--save-reference and --reference are the two halves of one check; give one")
     if sample_voxels and not save_reference:
         raise click.UsageError("--sample-voxels applies to --save-reference")
+    if save_reference and any(v is not None for v in windowing.values()):
+        raise click.UsageError("--save-reference runs the whole volume; --max-memory/--window/--window-border "
+                               "apply to a verify")
     if save_reference:
         from .read import open_checkpoint
         from .verify import save_reference as save_ref
@@ -648,7 +675,8 @@ def _verify(checkpoint, mapping, target, volume, synthetic, input_file, signatur
                     atol=atol, min_agreement=min_agreement, per_layer=per_layer, allow_tf32=allow_tf32,
                     tf_input=tf_input, tf_output=tf_output, reference=reference, figure=figure, force=force,
                     trust_graph=trust_graph, reference_cache=reference_cache, signature=signature,
-                    input_file=input_file, tf_outputs=tf_outputs)
+                    input_file=input_file, tf_outputs=tf_outputs, **windowing,
+                    progress=None if quiet else (lambda text: click.echo(f"tf2pt verify: {text}", err=True)))
     if json_path:
         _write_json(json_path, report.to_dict(), force)
     if not quiet or not report.passed:

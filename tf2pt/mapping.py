@@ -286,6 +286,9 @@ class VerifySpec:
     outputs: Sequence[str] = ()
     #: synthetic integer inputs (token ids) are drawn from ``[0, int_high)``
     int_high: int = 2
+    #: how far (input voxels, per side) an output voxel sees: a windowed verify's default border,
+    #: with which the windows' labels are the whole volume's (``None``: not declared)
+    receptive_radius: Optional[int] = None
 
     def __post_init__(self):
         if self.layout not in (None, "channels_last", "none"):

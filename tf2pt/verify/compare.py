@@ -36,6 +36,110 @@ def dice_per_label(a: np.ndarray, b: np.ndarray) -> Dict[int, float]:
     return out
 
 
+#: how many (relative error, |TF value|) pairs each window keeps for the relative error, whose
+#: significance threshold (1e-3 x the whole output's scale) is known only after the last window
+REL_KEEP = 4096
+
+
+class StreamingComparison:
+    """:func:`compare`, accumulated one window at a time: ``add(tf, pt, where)`` for each part
+    ``(C, ...)`` of the output and the slices it fills, then ``finish()``. Scratch memory is a
+    few single-channel float64 arrays of one part; the labels and the per-voxel error map are
+    assembled in the full shape (int16/int32 and float32: compact next to the outputs).
+
+    Every figure is exact over all parts, as one :func:`compare` of the whole output would give
+    it. The relative error needs the whole output's scale, known only at the end: each part
+    keeps its :data:`REL_KEEP` largest relative errors (with their TF values) over the values
+    significant against the scale seen so far (which only grows), and the figure is exact unless
+    a part's kept pairs all fell under the final threshold while it had more, which the metrics
+    then say (``max_rel_error_is_lower_bound``)."""
+
+    def __init__(self, shape, channels: int, threshold: Optional[float] = None):
+        self.shape, self.threshold = tuple(shape), threshold
+        label_dtype = np.int16 if channels < 2 ** 15 else np.int32
+        self.tf_labels = np.zeros(self.shape, label_dtype)
+        self.pt_labels = np.zeros(self.shape, label_dtype)
+        self.diff_map = np.zeros(self.shape, np.float32)
+        self.lo, self.hi = np.inf, -np.inf
+        self.nonfinite = {"tf": 0, "torch": 0}
+        self.max_abs, self.total, self.count = 0.0, 0.0, 0
+        self._rel: list = []  # per part: (rel errors, |tf| values, smallest rel error dropped or -1)
+
+    def add(self, tf_out: np.ndarray, pt_out: np.ndarray, where=None) -> None:
+        """Account for one part: ``tf_out``/``pt_out`` ``(C, ...)``, filling ``where`` (a tuple of
+        slices of the full shape; default: all of it)."""
+        if tf_out.shape != pt_out.shape:
+            raise InputError(f"TF output {list(tf_out.shape)} and PyTorch output {list(pt_out.shape)} differ in shape")
+        where = tuple(slice(None) for _ in self.shape) if where is None else tuple(where)
+        for c in range(tf_out.shape[0]):
+            t = tf_out[c]
+            finite = np.isfinite(t)
+            self.nonfinite["tf"] += int(t.size - finite.sum())
+            self.nonfinite["torch"] += int((~np.isfinite(pt_out[c])).sum())
+            if finite.any():
+                self.lo, self.hi = min(self.lo, float(t[finite].min())), max(self.hi, float(t[finite].max()))
+        scale = max(abs(self.lo), abs(self.hi), 1e-30) if self.lo <= self.hi else 1e-30
+        diff_map = self.diff_map[where]
+        rels, mags = [], []
+        for c in range(tf_out.shape[0]):
+            t = tf_out[c].astype(np.float64)
+            both = np.isfinite(t) & np.isfinite(pt_out[c])
+            d = np.where(both, np.abs(t - pt_out[c].astype(np.float64)), np.inf)
+            if d.size:
+                self.max_abs = max(self.max_abs, float(d.max()))
+                self.total += float(d[both].sum())
+                self.count += int(both.sum())
+                significant = both & (np.abs(t) >= 1e-3 * scale)
+                if significant.any():
+                    rels.append(d[significant] / np.abs(t[significant]))
+                    mags.append(np.abs(t[significant]))
+                    if rels[-1].size > REL_KEEP:  # keep the part's scratch bounded
+                        top = np.argpartition(rels[-1], -REL_KEEP)[-REL_KEEP:]
+                        dropped = float(np.delete(rels[-1], top).max())
+                        rels[-1], mags[-1] = rels[-1][top], mags[-1][top]
+                        self._rel.append((np.empty(0), np.empty(0), dropped))
+                np.maximum(diff_map, d.astype(np.float32), out=diff_map)
+        if rels:
+            rel, mag = np.concatenate(rels), np.concatenate(mags)
+            dropped = -1.0
+            if rel.size > REL_KEEP:
+                top = np.argpartition(rel, -REL_KEEP)[-REL_KEEP:]
+                dropped = float(np.delete(rel, top).max())
+                rel, mag = rel[top], mag[top]
+            self._rel.append((rel, mag, dropped))
+        self.tf_labels[where] = labels_of(tf_out, self.threshold)
+        self.pt_labels[where] = labels_of(pt_out, self.threshold)
+
+    def finish(self) -> Comparison:
+        lo, hi = (self.lo, self.hi) if self.lo <= self.hi else (0.0, 0.0)
+        out_range = hi - lo
+        floor = 1e-3 * max(abs(lo), abs(hi), 1e-30)
+        max_rel, bound = 0.0, -1.0
+        for rel, mag, dropped in self._rel:
+            valid = mag >= floor
+            if valid.any():
+                max_rel = max(max_rel, float(rel[valid].max()))
+            bound = max(bound, dropped)
+        size = int(np.prod(self.shape)) if self.shape else 1
+        agreement = float((self.tf_labels == self.pt_labels).mean()) if size else 1.0
+        mean_abs = self.total / self.count if self.count else (float("inf") if size else 0.0)
+        metrics = {
+            "max_abs_error": self.max_abs,
+            "max_rel_error": max_rel,
+            "mean_abs_error": mean_abs,
+            "output_range": out_range,
+            "output_scale": max(abs(lo), abs(hi)),
+            "max_abs_error_over_range": self.max_abs / out_range if out_range else (0.0 if self.max_abs == 0 else float("inf")),
+            "argmax_agreement": agreement,
+            "voxels": size,
+            "nonfinite": self.nonfinite,
+            "error_scope": "every voxel and channel",
+        }
+        if bound > max_rel:  # a dropped pair might have been significant and larger
+            metrics["max_rel_error_is_lower_bound"] = True
+        return Comparison(metrics, self.tf_labels, self.pt_labels, self.diff_map)
+
+
 def compare(tf_out: np.ndarray, pt_out: np.ndarray, threshold: Optional[float] = None) -> Comparison:
     """Error metrics between two outputs of the same shape ``(C, ...)``.
 
@@ -46,47 +150,9 @@ def compare(tf_out: np.ndarray, pt_out: np.ndarray, threshold: Optional[float] =
     """
     if tf_out.shape != pt_out.shape:
         raise InputError(f"TF output {list(tf_out.shape)} and PyTorch output {list(pt_out.shape)} differ in shape")
-    lo, hi, nonfinite = np.inf, -np.inf, {"tf": 0, "torch": 0}
-    for c in range(tf_out.shape[0]):
-        t = tf_out[c]
-        finite = np.isfinite(t)
-        nonfinite["tf"] += int(t.size - finite.sum())
-        nonfinite["torch"] += int((~np.isfinite(pt_out[c])).sum())
-        if finite.any():
-            lo, hi = min(lo, float(t[finite].min())), max(hi, float(t[finite].max()))
-    if lo > hi:
-        lo = hi = 0.0
-    out_range = hi - lo
-    scale = max(abs(lo), abs(hi), 1e-30)
-    max_abs, max_rel, total, count = 0.0, 0.0, 0.0, 0
-    diff_map = np.zeros(tf_out.shape[1:], dtype=np.float32)
-    for c in range(tf_out.shape[0]):
-        t = tf_out[c].astype(np.float64)
-        both = np.isfinite(t) & np.isfinite(pt_out[c])
-        d = np.where(both, np.abs(t - pt_out[c].astype(np.float64)), np.inf)
-        if d.size:
-            max_abs = max(max_abs, float(d.max()))
-            total += float(d[both].sum())
-            count += int(both.sum())
-            significant = both & (np.abs(t) >= 1e-3 * scale)
-            if significant.any():
-                max_rel = max(max_rel, float((d[significant] / np.abs(t[significant])).max()))
-            np.maximum(diff_map, d.astype(np.float32), out=diff_map)
-    tf_labels, pt_labels = labels_of(tf_out, threshold), labels_of(pt_out, threshold)
-    agreement = float((tf_labels == pt_labels).mean()) if tf_labels.size else 1.0
-    mean_abs = total / count if count else (float("inf") if tf_out.size else 0.0)
-    metrics = {
-        "max_abs_error": max_abs,
-        "max_rel_error": max_rel,
-        "mean_abs_error": mean_abs,
-        "output_range": out_range,
-        "max_abs_error_over_range": max_abs / out_range if out_range else (0.0 if max_abs == 0 else float("inf")),
-        "argmax_agreement": agreement,
-        "voxels": int(tf_labels.size),
-        "nonfinite": nonfinite,
-        "error_scope": "every voxel and channel",
-    }
-    return Comparison(metrics, tf_labels, pt_labels, diff_map)
+    acc = StreamingComparison(tf_out.shape[1:], tf_out.shape[0], threshold)
+    acc.add(tf_out, pt_out)
+    return acc.finish()
 
 
 def compare_sampled(ref: Reference, pt_out: np.ndarray, threshold: Optional[float] = None) -> Comparison:
@@ -101,6 +167,7 @@ def compare_sampled(ref: Reference, pt_out: np.ndarray, threshold: Optional[floa
     tf_labels = ref.labels.reshape(pt_labels.shape)
     metrics.update(
         output_range=out_range,
+        output_scale=max(abs(info["output_min"]), abs(info["output_max"])),
         max_abs_error_over_range=metrics["max_abs_error"] / out_range if out_range else float("inf"),
         argmax_agreement=float((tf_labels == pt_labels).mean()),
         voxels=int(pt_labels.size),
@@ -148,6 +215,7 @@ def _errors(tf_out: np.ndarray, pt_out: np.ndarray) -> Dict[str, Any]:
         "max_rel_error": float((d[significant] / np.abs(t[significant])).max()) if significant.any() else 0.0,
         "mean_abs_error": float(d[both].mean()) if both.any() else (float("inf") if d.size else 0.0),
         "output_range": out_range,
+        "output_scale": max(abs(lo), abs(hi)),
         "max_abs_error_over_range": max_abs / out_range if out_range else (0.0 if max_abs == 0 else float("inf")),
         "nonfinite": {"tf": int(t.size - ft.sum()), "torch": int(p.size - fp.sum())},
     }

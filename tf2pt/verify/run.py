@@ -31,6 +31,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import InputError, MappingError
 from ..registry import describe, get_mapping
+from .child import ChildProcess, child_failure
 from .compare import Comparison, compare, compare_sampled, dice_per_label
 from .reference import Reference, save_reference_file
 from .torchside import device_name, pick_device, run_pytorch, run_pytorch_inputs, versions
@@ -93,6 +94,8 @@ class VerifyReport:
                 lines.append(f"    {row['layer']:<12} {row['module']:<36} {errs}  {row['status']}")
             if d.get("first_divergent_layer"):
                 lines.append(f"  first divergent layer: {d['first_divergent_layer']}")
+        if d.get("windowed"):
+            lines += _windowed_summary(d["windowed"])
         t = d["timings"]
         lines.append("  timings:        " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
         if d.get("peak_gpu_memory_bytes"):
@@ -101,6 +104,20 @@ class VerifyReport:
         if d.get("reason"):
             lines.append(f"  reason: {d['reason']}")
         return "\n".join(lines)
+
+
+def _windowed_summary(w: Dict[str, Any]) -> List[str]:
+    from ..units import format_bytes
+
+    exact = {True: "covers the receptive field: labels as a whole-volume run",
+             False: "under the receptive field: parity exact, labels near seams may differ from a whole-volume run",
+             None: "receptive field not declared"}[w["exact_tiling"]]
+    peak = w["peak_rss_bytes"]
+    budget = f" (--max-memory {format_bytes(w['max_memory_bytes'])})" if w.get("max_memory_bytes") else ""
+    return [f"  windows:        {w['windows']} of {'x'.join(map(str, w['window']))}, border {w['border']} ({exact}); "
+            f"{w['work_vs_whole_volume']:.2f}x the volume's voxels run",
+            f"  peak RSS:       both processes together {format_bytes(peak['together'])}{budget}; "
+            f"TF's {format_bytes(peak['tf'])}, PyTorch's {format_bytes(peak['torch'])}"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -223,7 +240,7 @@ def save_reference(checkpoint_path, mapping, out_path, *, volume=None, synthetic
     return {**meta, **result["meta"]}
 
 
-class TFChild:
+class TFChild(ChildProcess):
     """The TF side in a child process (TF and torch never share a process), started at once and
     waited for later, so that TF's start-up overlaps the conversion and torch's. The child gets
     the mapping itself, as :func:`tf2pt.registry.describe` says where to find it. A failure there
@@ -262,28 +279,8 @@ class TFChild:
         self._stderr.close()
         if code == 0:
             return Reference(self.out_path)
-        if os.path.isfile(self.error_path):
-            with open(self.error_path) as fh:
-                error = json.load(fh)
-            if os.environ.get("TF2PT_DEBUG"):
-                sys.stderr.write(error.get("traceback", ""))
-            message = " ".join(str(error.get("message", "")).split())[:800]
-            raise InputError(f"the TensorFlow side failed: {error.get('type', 'error')}: {message}",
-                             path=self.checkpoint_path, hint="TF2PT_DEBUG=1 shows the TensorFlow side's traceback")
-        lines = [line for line in stderr.strip().splitlines() if line.strip()]
-        tail = lines[-1] if lines else f"exit code {code}"
-        if tail.startswith("tf2pt: error: "):
-            raise InputError(tail[len("tf2pt: error: "):])
-        if os.environ.get("TF2PT_DEBUG"):
-            sys.stderr.write(stderr)
-        raise InputError(f"the TensorFlow side failed: {tail}", path=self.checkpoint_path)
+        raise child_failure(code, self.error_path, stderr, self.checkpoint_path)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if not self._stderr.closed:
-            self._stderr.close()
 
 
 def run_tf_subprocess(checkpoint_path, mapping, x, **kwargs) -> Reference:
@@ -367,12 +364,17 @@ def _read_reference(reference: str, ckpt_meta: Dict[str, Any], per_layer: bool):
 # ------------------------------------------------------------------------------------------------
 
 
-def _atol(atol: Optional[float], spec, output_range: float) -> Tuple[float, str]:
+def _atol(atol: Optional[float], spec, metrics: Dict[str, Any]) -> Tuple[float, str]:
+    """The max-error threshold and its rule: ``--atol``, the mapping's, else a fraction of TF's
+    output range (of its largest magnitude where the range is 0: a single value, a constant)."""
     if atol is not None:
         return atol, f"--atol {atol:g}"
     if spec.atol is not None:
         return spec.atol, f"the mapping's {spec.atol:g}"
-    return DEFAULT_ATOL_FRACTION * output_range, f"{DEFAULT_ATOL_FRACTION:g} x output range"
+    if metrics["output_range"] > 0 or not metrics.get("output_scale"):
+        return DEFAULT_ATOL_FRACTION * metrics["output_range"], f"{DEFAULT_ATOL_FRACTION:g} x output range"
+    return (DEFAULT_ATOL_FRACTION * metrics["output_scale"],
+            f"{DEFAULT_ATOL_FRACTION:g} x max |TF output| (its range is 0)")
 
 
 def _per_layer(ref: Reference, pt_layers: Dict[str, np.ndarray], spec, modules: Dict[str, str]):
@@ -420,13 +422,62 @@ def _label_names(spec) -> Dict[int, str]:
 # ------------------------------------------------------------------------------------------------
 
 
+def _volume_report(result: Comparison, meta, m, t, spec, ckpt_meta, x_shape, vol_info, atol, min_agreement, dev,
+                   allow_tf32: bool, timings, t0: float, figure: Optional[str], x, diff_title=None,
+                   **extra) -> VerifyReport:
+    """The report of a volume verify (whole or windowed) from its comparison, and its figure."""
+    metrics = result.metrics
+    atol_value, atol_rule = _atol(atol, spec, metrics)
+    passed, reason = _verdict(metrics, atol_value, min_agreement)
+    dice = dice_per_label(result.tf_labels, result.pt_labels)
+    names = _label_names(spec)
+    worst = sorted(dice.items(), key=lambda kv: (kv[1], kv[0]))[:5]
+    timings["total_seconds"] = time.perf_counter() - t0
+    data = {
+        **metrics,
+        "tf_side": meta.get("tf_side"),
+        "tf_side_reason": meta.get("tf_side_reason"),
+        "tf_graph": meta.get("tf_graph"),
+        "tf_tensors": {"input": meta.get("tf_input"), "output": meta.get("tf_output")},
+        "reference_vs_graph_max_abs": meta.get("reference_vs_graph_max_abs"),
+        "tf_notes": list(meta.get("tf_notes") or []),
+        "mapping": m.name,
+        "target": t.name,
+        **ckpt_meta,
+        "input": {"source": vol_info["source"], "shape": list(x_shape), "steps": vol_info["steps"]},
+        "thresholds": {"atol": atol_value, "atol_rule": atol_rule, "min_agreement": min_agreement},
+        "dice_worst": [{"label": k, "name": names.get(k, ""), "dice": d} for k, d in worst],
+        "labels_compared": len(dice),
+        "per_layer": [],
+        "first_divergent_layer": None,
+        "devices": {"tf": meta.get("tf_device", "cpu"), "torch": device_name(dev)},
+        "allow_tf32": allow_tf32,
+        "versions": {**versions(), "tensorflow": meta.get("tf_version")},
+        "timings": timings,
+        "reference_file": None,
+        "reference_cache": None,
+        "reason": reason,
+        **extra,
+    }
+    report = VerifyReport(passed, data)
+    if figure:
+        from .figure import parity_figure
+
+        parity_figure(figure, x, result.tf_labels, result.pt_labels, result.diff_map, spec,
+                      title=report.summary().splitlines()[0], diff_title=diff_title)
+        data["figure"] = figure
+    return report
+
+
 def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, *, volume: Optional[str] = None,
            synthetic: Optional[Sequence[int]] = None, crop=None, device: str = "auto", atol: Optional[float] = None,
            min_agreement: float = DEFAULT_MIN_AGREEMENT, per_layer: bool = False, allow_tf32: bool = False,
            tf_input: Optional[str] = None, tf_output: Optional[str] = None, reference: Optional[str] = None,
            figure: Optional[str] = None, force: bool = False, trust_graph: bool = False,
            reference_cache: Optional[str] = None, signature: Optional[str] = None,
-           input_file: Optional[str] = None, tf_outputs: Optional[Sequence[str]] = None) -> VerifyReport:
+           input_file: Optional[str] = None, tf_outputs: Optional[Sequence[str]] = None,
+           max_memory: Optional[int] = None, window: Optional[Sequence[int]] = None,
+           window_border: Optional[int] = None, progress: Optional[Any] = None) -> VerifyReport:
     """Measure parity between TF and the converted PyTorch model. Returns a :class:`VerifyReport`.
 
     With ``reference=`` the TF side is read from a file made by :func:`save_reference` (no TF
@@ -443,8 +494,20 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
     sizes from ``synthetic``, any number of them) or ``input_file`` (``.npy``/``.npz``), every
     output in ``tf_outputs`` (default: the mapping's, else all) compared, see
     :func:`verify_signature`.
+
+    ``max_memory`` (bytes) or ``window`` (three sizes) compares a volume window by window, with
+    ``window_border`` voxels of context (default: the mapping's receptive-field radius), within
+    that much memory for both processes together (see :mod:`.windowed`); ``progress(text)``, if
+    given, hears of each window as it is done.
     """
     timings: Dict[str, float] = {}
+    windowed = max_memory is not None or window is not None
+    if window_border is not None and not windowed:
+        raise InputError("--window-border applies to a windowed verify: give --max-memory or --window too",
+                         path=str(checkpoint_path))
+    if windowed and (reference is not None or per_layer or reference_cache is not None):
+        raise InputError("--max-memory/--window compare window by window: they do not combine with "
+                         "--reference, --per-layer or --reference-cache", path=str(checkpoint_path))
     t0 = time.perf_counter()
     tf_outputs = [o for o in (tf_outputs or ()) if o]
     if tf_output:
@@ -454,8 +517,8 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
         if reference is not None:
             raise InputError("--reference is not supported for a TF2 SavedModel yet", path=reference,
                              hint="run verify where TensorFlow is installed")
-        if figure or per_layer or crop is not None or volume is not None:
-            raise InputError("--figure, --per-layer, --crop and --volume are for 3-D volume models; a TF2 SavedModel "
+        if figure or per_layer or crop is not None or volume is not None or windowed:
+            raise InputError("--figure, --per-layer, --crop, --volume and --max-memory are for 3-D volume models; a TF2 SavedModel "
                              "takes its inputs from --synthetic or --input", path=str(checkpoint_path))
         if tf_input:
             raise InputError(f"--tf-input {tf_input!r}: a TF2 SavedModel's inputs are its signature's, all fed",
@@ -510,6 +573,13 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
             on_cpu = device == "cpu" or (device == "auto" and not _cuda_visible())
             v = prepare_volume(spec, volume, synthetic, crop, on_cpu=on_cpu, in_channels=_in_channels(m, kwargs))
             x, vol_info = v.data, {"source": v.source, "steps": v.steps}
+            if windowed:
+                return _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_meta, x, vol_info,
+                                        workdir, device=device, allow_tf32=allow_tf32, tf_input=tf_input,
+                                        tf_output=tf_output, trust_graph=trust_graph, max_memory=max_memory,
+                                        window=window, border=window_border, atol=atol,
+                                        min_agreement=min_agreement, figure=figure, timings=timings, t0=t0,
+                                        progress=progress)
             cached = _cache_path(reference_cache, ckpt_meta, m, x, tf_input, tf_output, per_layer, trust_graph)
             if cached is not None and os.path.isfile(cached):
                 ref = Reference(cached)
@@ -537,50 +607,14 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
             start = time.perf_counter()
             result: Comparison = (compare_sampled(ref, pt_out, spec.threshold) if ref.sampled
                                   else compare(ref.output, pt_out, spec.threshold))
-            metrics = result.metrics
-            atol_value, atol_rule = _atol(atol, spec, metrics["output_range"])
-            passed, reason = _verdict(metrics, atol_value, min_agreement)
-            dice = dice_per_label(result.tf_labels, result.pt_labels)
-            names = _label_names(spec)
-            worst = sorted(dice.items(), key=lambda kv: (kv[1], kv[0]))[:5]
             layers_rows, first_bad = _per_layer(ref, pt_layers, spec, layer_modules) if per_layer else ([], None)
             timings["compare_seconds"] = time.perf_counter() - start
-            timings["total_seconds"] = time.perf_counter() - t0
-            data = {
-                **metrics,
-                "tf_side": meta.get("tf_side"),
-                "tf_side_reason": meta.get("tf_side_reason"),
-                "tf_graph": meta.get("tf_graph"),
-                "tf_tensors": {"input": meta.get("tf_input"), "output": meta.get("tf_output")},
-                "reference_vs_graph_max_abs": meta.get("reference_vs_graph_max_abs"),
-                "tf_notes": list(meta.get("tf_notes") or []),
-                "mapping": m.name,
-                "target": t.name,
-                **ckpt_meta,
-                "input": {"source": vol_info["source"], "shape": list(x.shape), "steps": vol_info["steps"]},
-                "thresholds": {"atol": atol_value, "atol_rule": atol_rule, "min_agreement": min_agreement},
-                "dice_worst": [{"label": k, "name": names.get(k, ""), "dice": d} for k, d in worst],
-                "labels_compared": len(dice),
-                "per_layer": layers_rows,
-                "first_divergent_layer": first_bad,
-                "devices": {"tf": meta.get("tf_device", "cpu"), "torch": device_name(dev)},
-                "allow_tf32": allow_tf32,
-                "versions": {**versions(), "tensorflow": meta.get("tf_version")},
-                "timings": timings,
-                "reference_file": reference,
-                "reference_cache": None if reference_cache is None else {
-                    "path": cached, "hit": child is None and reference is None},
-                "reason": reason,
-                **info,
-            }
-            report = VerifyReport(passed, data)
-            if figure:
-                from .figure import parity_figure
-
-                parity_figure(figure, x, result.tf_labels, result.pt_labels, result.diff_map, spec,
-                              title=report.summary().splitlines()[0],
-                              diff_title="labels differ" if ref.sampled else None)
-                data["figure"] = figure
+            report = _volume_report(
+                result, meta, m, t, spec, ckpt_meta, x.shape, vol_info, atol, min_agreement, dev, allow_tf32,
+                timings, t0, figure, x, diff_title="labels differ" if ref.sampled else None,
+                per_layer=layers_rows, first_divergent_layer=first_bad, reference_file=reference,
+                reference_cache=None if reference_cache is None else {
+                    "path": cached, "hit": child is None and reference is None}, **info)
         except BaseException:
             if child is not None:
                 child.stop()
@@ -589,6 +623,101 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
             if ref is not None:
                 ref.close()
     return report
+
+
+def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_meta, x, vol_info, workdir, *,
+                     device, allow_tf32, tf_input, tf_output, trust_graph, max_memory, window, border, atol,
+                     min_agreement, figure, timings, t0, progress=None) -> VerifyReport:
+    """:func:`verify`, window by window (see :mod:`.windowed`): TF's child loads the graph once
+    while torch builds the model; a probe window on each side measures what a voxel costs; the
+    grid is planned to fit ``max_memory``; then each window runs on both sides in turn."""
+    from . import windowed as win
+    from .compare import StreamingComparison
+
+    shape = tuple(int(d) for d in x.shape[1:])
+    multiple = max(1, int(spec.spatial_multiple))
+    border, exact = win.check_border(border, getattr(spec, "receptive_radius", None))
+    if window is not None:
+        window = [min(int(w), d) for w, d in zip(window, shape)]
+        if len(window) != len(shape) or any(w < 1 or (w < d and w % multiple) for w, d in zip(window, shape)):
+            raise InputError(f"--window {' '.join(map(str, window))}: give {len(shape)} sizes, each a multiple "
+                             f"of {multiple} (the model's spatial multiple)", path=str(checkpoint_path))
+        win.plan_grid(shape, window, border)  # a window with no room for a core: said before TF starts
+    x_path = os.path.join(workdir, "input.npy")
+    np.save(x_path, x)
+    tf_start = time.perf_counter()
+    child = win.TFWindowChild(checkpoint_path, m, x_path, tf_input=tf_input, tf_output=tf_output, workdir=workdir,
+                              trust_graph=trust_graph)
+    estimate = None
+    try:
+        model, dev = _torch_side(ckpt, entries, t, kwargs, device, timings)  # while TF loads its graph
+        model = model.to(dev).eval()
+        meta = child.ready()
+        timings["tf_start_seconds"] = time.perf_counter() - tf_start
+        for k, seconds in (meta.get("timings") or {}).items():
+            timings.setdefault(k, seconds)
+        tf_peak, pt_peak = meta["rss"], win.rss_bytes()
+        together = tf_peak + pt_peak
+
+        def torch_window(box):
+            with win.PeakRSS(other=child.proc.pid) as mem:
+                out, _, info = run_pytorch(model, x[(slice(None),) + tuple(slice(a, b) for a, b in box)], dev,
+                                           allow_tf32=allow_tf32)
+            return out, mem, info
+
+        if window is None:  # measure what a window costs each side, then plan
+            pt_base, tf_points, pt_points, gpu_points, tf_idle = win.rss_bytes(), [], [], [], meta["rss"]
+            for box in win.probe_boxes(shape, multiple):
+                _, tf_probe = child.run(box, box)
+                pt_out, mem, info = torch_window(box)
+                if "peak_gpu_memory_bytes" in info:
+                    gpu_points.append((win.box_voxels(box), info["peak_gpu_memory_bytes"]))
+                channels = pt_out.shape[0]
+                del pt_out
+                tf_points.append((win.box_voxels(box), tf_probe["peak_rss"]))
+                pt_points.append((win.box_voxels(box), mem.peak))
+                tf_idle = max(tf_idle, tf_probe["rss_after"])
+                tf_peak, pt_peak = max(tf_peak, tf_probe["peak_rss"]), max(pt_peak, mem.peak)
+                together = max(together, tf_probe["peak_rss"] + pt_base, mem.together)
+            window, estimate = win.plan_memory(shape, multiple, max_memory, border, meta["rss"], tf_points, tf_idle,
+                                               pt_base, pt_points, out_channels=channels, in_channels=x.shape[0],
+                                               gpu_points=gpu_points or None)
+        windows = win.plan_grid(shape, window, border)
+        acc = None
+        tf_seconds = pt_seconds = 0.0
+        compare_start = 0.0
+        for n, w in enumerate(windows, start=1):
+            idle = win.rss_bytes()  # this process, while TF runs the window
+            tf_core, answer = child.run(w.box, w.core)
+            pt_out, mem, info = torch_window(w.box)
+            start = time.perf_counter()
+            if acc is None:
+                acc = StreamingComparison(shape, tf_core.shape[0], spec.threshold)
+            acc.add(tf_core, pt_out[(slice(None),) + w.core_in_window()], w.core_slices())
+            compare_start += time.perf_counter() - start
+            del tf_core, pt_out
+            tf_seconds += answer["seconds"]
+            pt_seconds += info["torch_forward_seconds"]
+            tf_peak, pt_peak = max(tf_peak, answer["peak_rss"]), max(pt_peak, mem.peak)
+            # TF ran while this process held what it holds between windows; then the reverse, sampled
+            together = max(together, answer["peak_rss"] + idle, mem.together)
+            if progress is not None:
+                progress(f"window {n} of {len(windows)} ({'x'.join(str(b - a) for a, b in w.box)}): TF "
+                         f"{answer['seconds']:.1f} s, PyTorch {info['torch_forward_seconds']:.1f} s")
+        child.close()
+    except BaseException:
+        child.stop()
+        raise
+    timings.update(tf_forward_seconds=tf_seconds, torch_forward_seconds=pt_seconds, compare_seconds=compare_start,
+                   tf_process_seconds=time.perf_counter() - tf_start)
+    grid = win.grid_summary(windows, shape, window, border, exact)
+    grid.update(max_memory_bytes=max_memory, memory_plan=estimate,
+                peak_rss_bytes={"tf": tf_peak, "torch": pt_peak, "together": together})
+    steps = list(vol_info["steps"]) + [
+        f"compared in {len(windows)} window(s) of {'x'.join(map(str, window))} with a {border}-voxel border "
+        f"({grid['work_vs_whole_volume']:.2f}x the whole volume's voxels run)"]
+    return _volume_report(acc.finish(), meta, m, t, spec, ckpt_meta, x.shape, {**vol_info, "steps": steps}, atol,
+                          min_agreement, dev, allow_tf32, timings, t0, figure, x, windowed=grid)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -733,7 +862,7 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
             for name, pt in zip(names, pt_outs):
                 tf_out = ref.outputs[name]
                 row = compare_output(name, tf_out, to_tf_layout(pt, out_layout), spec.output_kind, spec.threshold)
-                row["atol"], atol_rule = _atol(atol, spec, row["output_range"])
+                row["atol"], atol_rule = _atol(atol, spec, row)
                 reasons += verdict_output(row, row["atol"], min_agreement)
                 rows.append(row)
             timings["compare_seconds"] = time.perf_counter() - start

@@ -188,61 +188,70 @@ def _node_of(tensor: str) -> str:
 _VARIABLE_OPS = ("VarHandleOp", "VariableV2", "Variable")
 
 
-def run_graph(tf, kind: str, path: str, prefix: Optional[str], x: np.ndarray, spec, tf_input: str, tf_output: str,
-              timings: Optional[Dict[str, float]] = None, trust_graph: bool = False, notes: Optional[list] = None,
-              layers: Optional[Dict[str, np.ndarray]] = None):
-    """Run the original graph on ``x``. Raises ``KeyError`` when a tensor is not in it.
-    ``layers`` (a dict): also fetch ``spec.layer_tensors`` into it, by layer name (a layer whose
-    tensor the graph lacks is left out).
+class GraphSession:
+    """The original graph, imported, checked and given its checkpoint values once; ``run(x)``
+    then feeds ``x`` (``C, D, H, W``) and fetches the output, as often as needed (one volume, or
+    every window of a windowed verify). Raises ``KeyError`` (:class:`MissingTensor`) when a
+    tensor is not in the graph. ``layer_tensors`` (``{layer: tensor name}``, a mapping's
+    ``VerifySpec.layer_tensors``): :meth:`run_layers` also fetches those (a layer whose tensor
+    the graph lacks is left out).
 
     Nothing of the graph runs but the ops computing ``tf_output`` from the feeds, each checked
     first (:mod:`.graphcheck`; ``trust_graph`` skips that). Its SaverDef restore op never runs:
     the variables the output reads get their values from TensorFlow's own checkpoint reader,
     assigned by ops tf2pt adds."""
-    from . import graphcheck
 
-    timings = {} if timings is None else timings
-    start = time.perf_counter()
-    v1 = tf.compat.v1
-    graph_def, restore_op, slices = load_graph(tf, kind, path)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.graph_util.import_graph_def(graph_def, name="")  # builds the graph; runs nothing
-        inp = _tensor(graph, graph_def, tf_input)
-        out = _tensor(graph, graph_def, tf_output)
-        feeds = {inp: _to_channels_last(x).astype(inp.dtype.as_numpy_dtype)}
-        for name, value in dict(spec.feeds).items():
-            tensor, val = _feed_value(graph, name, value)
-            feeds[tensor] = val
-        fed = [t.name for t in feeds]
-        extra: Dict[str, Any] = {}
-        if layers is not None:
-            for layer, name in dict(getattr(spec, "layer_tensors", None) or {}).items():
+    def __init__(self, tf, kind: str, path: str, prefix: Optional[str], spec, tf_input: str, tf_output: str,
+                 trust_graph: bool = False, notes: Optional[list] = None,
+                 layer_tensors: Optional[Dict[str, str]] = None):
+        from . import graphcheck
+
+        v1 = tf.compat.v1
+        graph_def, restore_op, slices = load_graph(tf, kind, path)
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.graph_util.import_graph_def(graph_def, name="")  # builds the graph; runs nothing
+            self._inp = _tensor(graph, graph_def, tf_input)
+            self._out = _tensor(graph, graph_def, tf_output)
+            self._feeds = {}
+            for name, value in dict(spec.feeds).items():
+                tensor, val = _feed_value(graph, name, value)
+                self._feeds[tensor] = val
+            fed = [t.name for t in [self._inp, *self._feeds]]
+            self._layers: Dict[str, Any] = {}
+            for layer, name in dict(layer_tensors or {}).items():
                 try:
-                    extra[layer] = graph.get_tensor_by_name(name)
+                    self._layers[layer] = graph.get_tensor_by_name(name)
                 except (KeyError, ValueError):
                     continue
-        wanted = [tf_output] + [t.name for t in extra.values()]
-        ran = graphcheck.closure(graph_def, wanted, fed)
-        if not trust_graph:
-            graphcheck.check_saver(graph_def, restore_op, path)
-            graphcheck.check_run(graph_def, wanted, fed, path)
-        if notes is not None:
-            notes.extend(graphcheck.io_elsewhere(graph_def, ran))
-        assigns, values = _restore_ops(tf, graph, graph_def, ran, slices, prefix, path)
-        sess = v1.Session(graph=graph, config=_session_config(tf))
-        try:
-            if assigns:
-                sess.run(assigns, values)
-            timings["tf_graph_load_seconds"] = time.perf_counter() - start
-            start = time.perf_counter()
-            result, fetched = sess.run([out, extra], feeds)
-            timings["tf_forward_seconds"] = time.perf_counter() - start
-            if layers is not None:
-                layers.update(fetched)
-            return result
-        finally:
-            sess.close()
+            wanted = [tf_output] + [t.name for t in self._layers.values()]
+            ran = graphcheck.closure(graph_def, wanted, fed)
+            if not trust_graph:
+                graphcheck.check_saver(graph_def, restore_op, path)
+                graphcheck.check_run(graph_def, wanted, fed, path)
+            if notes is not None:
+                notes.extend(graphcheck.io_elsewhere(graph_def, ran))
+            assigns, values = _restore_ops(tf, graph, graph_def, ran, slices, prefix, path)
+            self._sess = v1.Session(graph=graph, config=_session_config(tf))
+            try:
+                if assigns:
+                    self._sess.run(assigns, values)
+            except BaseException:
+                self.close()
+                raise
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """TF's output for ``x`` (``C, D, H, W``), channels-last with its batch axis, as fetched."""
+        feeds = {self._inp: _to_channels_last(x).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
+        return self._sess.run(self._out, feeds)
+
+    def run_layers(self, x: np.ndarray):
+        """``(output, {layer: its tensor})`` for ``x``, in one run, as fetched."""
+        feeds = {self._inp: _to_channels_last(x).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
+        return self._sess.run([self._out, self._layers], feeds)
+
+    def close(self) -> None:
+        self._sess.close()
 
 
 class MissingTensor(KeyError):
@@ -494,48 +503,104 @@ def run_signature(tf, path: str, signature: str, *, synthetic=None, input_file: 
     return inputs, {k: np.asarray(result[k].numpy()) for k in outputs}
 
 
+def _tf_request(mapping, tf_input: Optional[str], tf_output: Optional[str]):
+    """``(tf, spec, given, tf_input, tf_output, meta)``: TensorFlow imported (timed in
+    ``meta["timings"]``), the tensor names (the user's, else the mapping's) and which of
+    ``--tf-input``/``--tf-output`` the user gave."""
+    start = time.perf_counter()
+    tf = import_tf()
+    timings: Dict[str, float] = {"tf_import_seconds": time.perf_counter() - start}
+    spec = mapping.verify
+    given = {n for n, v in (("--tf-input", tf_input), ("--tf-output", tf_output)) if v}
+    tf_input, tf_output = tf_input or spec.tf_input, tf_output or spec.tf_output
+    meta: Dict[str, Any] = {"tf_version": tf.__version__, "tf_input": tf_input, "tf_output": tf_output,
+                            "tf_device": "cpu", "tf_notes": [], "timings": timings}
+    return tf, spec, given, tf_input, tf_output, meta
+
+
+def _reference_variables(tf, kind: Optional[str], path: Optional[str], checkpoint):
+    """What the mapping's ``tf_reference`` reads: a frozen graph's constants, else the checkpoint's variables."""
+    return TFGraphConstants(tf, path) if kind == "frozen" else TFVariables(tf, str(checkpoint.prefix))
+
+
+def _no_tf_side(why: str, mapping, checkpoint) -> InputError:
+    return InputError(f"cannot run TF: {why}, and mapping {mapping.name!r} has no TF reference forward",
+                      path=checkpoint.path)
+
+
+def open_graph(tf, checkpoint, spec, tf_input: str, tf_output: str, given, trust_graph: bool,
+               timings: Dict[str, float], meta: Dict[str, Any], layer_tensors: Optional[Dict[str, str]] = None):
+    """``(session, kind, path, why)``: a :class:`GraphSession` on the checkpoint's original
+    graph (``meta`` then says so), or ``None`` with ``why`` there is none. A tensor the user named
+    (``given`` holds ``--tf-input``/``--tf-output`` when they did) that the graph lacks is an
+    error naming the closest; a mapping default that it lacks is a reason to use the reference."""
+    prefix = str(checkpoint.prefix) if getattr(checkpoint, "prefix", None) else None
+    kind, path, why = find_graph(checkpoint)
+    if kind is None:
+        return None, kind, path, why
+    start = time.perf_counter()
+    try:
+        session = GraphSession(tf, kind, path, prefix, spec, tf_input, tf_output, trust_graph, meta["tf_notes"],
+                               layer_tensors)
+    except MissingTensor as exc:
+        option = "--tf-input" if exc.name == tf_input else "--tf-output"
+        if option in given:  # the user named it: an error, never a silent fallback
+            close = f"closest: {', '.join(exc.close)}" if exc.close else "no tensor of a similar name"
+            raise InputError(f"{option} {exc.name!r}: the {why} has no such tensor", path=path,
+                             hint=close) from None
+        return None, kind, path, f"the {why} has no tensor {exc.name}"
+    timings["tf_graph_load_seconds"] = time.perf_counter() - start
+    meta.update(tf_side="original-graph", tf_side_reason=f"ran the {why}", tf_graph=path)
+    return session, kind, path, why
+
+
+def window_forward(checkpoint, mapping, *, tf_input: Optional[str] = None, tf_output: Optional[str] = None,
+                   trust_graph: bool = False):
+    """``(forward, close, meta)`` for a windowed verify: ``forward(x)`` runs TF on one window
+    ``(C, D, H, W)`` and returns its output channels-first -- the original graph, loaded once,
+    or the mapping's reference forward where there is none (``meta`` says which and why)."""
+    tf, spec, given, tf_input, tf_output, meta = _tf_request(mapping, tf_input, tf_output)
+    session, kind, path, why = open_graph(tf, checkpoint, spec, tf_input, tf_output, given, trust_graph, meta["timings"], meta)
+    if session is not None:
+        return (lambda x: _to_channels_first(session.run(x))), session.close, meta
+    if spec.tf_reference is None:
+        raise _no_tf_side(why, mapping, checkpoint)
+    variables = _reference_variables(tf, kind, path, checkpoint)
+    meta.update(tf_side="reference", tf_side_reason=f"{why}; ran the mapping's tf.nn reference forward")
+    return (lambda x: _to_channels_first(spec.tf_reference(variables, _to_channels_last(x))[0])), (lambda: None), meta
+
+
 def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[str] = None,
                       tf_output: Optional[str] = None, per_layer: bool = False,
                       trust_graph: bool = False) -> Dict[str, Any]:
     """Run TF on ``x`` (``C, D, H, W``). Returns ``{"output", "layers", "meta"}``, channels-first;
     ``meta["timings"]`` has each phase (TF's import, loading the graph and its weights, the
     forward pass, the reference forward)."""
-    start = time.perf_counter()
-    tf = import_tf()
-    timings: Dict[str, float] = {"tf_import_seconds": time.perf_counter() - start}
-    spec = mapping.verify
-    given = {n for n, v in (("--tf-input", tf_input), ("--tf-output", tf_output)) if v}
-    tf_input = tf_input or spec.tf_input
-    tf_output = tf_output or spec.tf_output
-    prefix = str(checkpoint.prefix) if getattr(checkpoint, "prefix", None) else None
-    kind, path, why = find_graph(checkpoint)
-    meta: Dict[str, Any] = {"tf_version": tf.__version__, "tf_input": tf_input, "tf_output": tf_output,
-                            "tf_device": "cpu", "tf_notes": []}
+    tf, spec, given, tf_input, tf_output, meta = _tf_request(mapping, tf_input, tf_output)
+    timings = meta["timings"]
+    layer_tensors = dict(getattr(spec, "layer_tensors", None) or {}) if per_layer else {}
+    session, kind, path, why = open_graph(tf, checkpoint, spec, tf_input, tf_output, given, trust_graph, timings, meta,
+                                          layer_tensors)
     output = None
-    graph_layers: Optional[Dict[str, np.ndarray]] = {} if per_layer and getattr(spec, "layer_tensors", None) else None
-    if kind is not None:
-        try:
-            output = run_graph(tf, kind, path, prefix, x, spec, tf_input, tf_output, timings, trust_graph,
-                               meta["tf_notes"], layers=graph_layers)
-            meta.update(tf_side="original-graph", tf_side_reason=f"ran the {why}", tf_graph=path)
-        except MissingTensor as exc:
-            option = "--tf-input" if exc.name == tf_input else "--tf-output"
-            if option in given:  # the user named it: an error, never a silent fallback
-                close = f"closest: {', '.join(exc.close)}" if exc.close else "no tensor of a similar name"
-                raise InputError(f"{option} {exc.name!r}: the {why} has no such tensor", path=path,
-                                 hint=close) from None
-            why = f"the {why} has no tensor {exc.name}"
     layers: Dict[str, np.ndarray] = {}
-    if graph_layers:  # the layers' outputs from the original graph itself
-        layers = {k: _to_channels_first(v) for k, v in graph_layers.items()}
-        meta["layers_from"] = "original-graph"
-    if output is None or (per_layer and not graph_layers):
+    if session is not None:
+        try:
+            start = time.perf_counter()
+            if layer_tensors:  # the layers' outputs from the original graph itself, in the same run
+                output, fetched = session.run_layers(x)
+                layers = {k: _to_channels_first(v) for k, v in fetched.items()}
+                meta["layers_from"] = "original-graph"
+            else:
+                output = session.run(x)
+            timings["tf_forward_seconds"] = time.perf_counter() - start
+        finally:
+            session.close()
+    if output is None or (per_layer and not layers):
         if spec.tf_reference is None:
             if output is None:
-                raise InputError(f"cannot run TF: {why}, and mapping {mapping.name!r} has no TF reference forward",
-                                 path=checkpoint.path)
+                raise _no_tf_side(why, mapping, checkpoint)
         else:
-            variables = TFGraphConstants(tf, path) if kind == "frozen" else TFVariables(tf, prefix)
+            variables = _reference_variables(tf, kind, path, checkpoint)
             start = time.perf_counter()
             ref_out, ref_layers = spec.tf_reference(variables, _to_channels_last(x))
             timings["tf_reference_seconds"] = time.perf_counter() - start
@@ -547,7 +612,6 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
             else:
                 ref = _to_channels_first(ref_out)
                 meta["reference_vs_graph_max_abs"] = float(np.abs(ref - _to_channels_first(output)).max())
-    meta["timings"] = timings
     return {"output": _to_channels_first(output), "layers": layers, "meta": meta}
 
 
@@ -605,6 +669,19 @@ def main(argv=None) -> int:
         mapping = from_description(request["mapping"])
         from .arrays import load_npy
 
+        if request.get("windowed"):
+            from .windowed import serve_windows
+
+            x = load_npy(request["input"], "input")
+            with open_checkpoint(request["checkpoint"]) as ckpt:
+                forward, close, meta = window_forward(ckpt, mapping, tf_input=request.get("tf_input"),
+                                                      tf_output=request.get("tf_output"),
+                                                      trust_graph=request.get("trust_graph", False))
+                try:
+                    serve_windows(forward, x, meta)
+                finally:
+                    close()
+            return 0
         if request.get("signature_mode"):
             with open_checkpoint(request["checkpoint"]) as ckpt:
                 result = compute_signature_reference(
