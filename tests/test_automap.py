@@ -528,16 +528,21 @@ def test_a_tf_graph_that_flattens_channels_last_gets_its_dense_rows_permuted(tf,
     assert {key: t for p in proposal.pairs for _, key, t in p.rows}["3.weight"] == "dense"
 
 
-@pytest.mark.parametrize("body,channels_first_input,flatten", [
+@pytest.mark.parametrize("body,channels_first_input,flatten,note", [
     ("nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))", True,
-     (4, 4, 4)),
-    ("Permuted()", True, None),  # flattens channels-last itself: the TF kernel as it is
-    ("nn.Sequential(nn.Flatten(), nn.Linear(20, 3))", False, None),  # a [N, T, F] input: TF's layout already
-    ("nn.Sequential(nn.Flatten(), nn.Linear(20, 3))", True, (5, 4)),  # a [N, C, L] map
-    ("nn.Sequential(nn.Embedding(7, 4), nn.Flatten(), nn.Linear(20, 3))", True, None),  # [N, T, F] from an embedding
-    ("nn.Sequential(nn.Conv2d(2, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))", True, None),
+     (4, 4, 4), "flattened channels-first"),
+    ("Permuted()", True, None, "channels-last, as TF does"),  # flattens channels-last itself: the kernel as it is
+    ("nn.Sequential(nn.Flatten(), nn.Linear(20, 3))", False, None, "channels-last"),  # [N, T, F]: TF's layout
+    ("nn.Sequential(nn.Flatten(), nn.Linear(20, 3))", True, (5, 4), "channels-first"),  # a [N, C, L] map
+    ("nn.Sequential(nn.Embedding(7, 4), nn.Flatten(), nn.Linear(20, 3))", True, None, "channels-last"),  # [N, T, F]
+    ("nn.Sequential(nn.Conv2d(2, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))", True, None,
+     "either order is the same"),
+    ("nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 3))", True, (4, 4, 4),
+     "module 2 (with weights) lies between"),  # its features are in the flatten order too: said
+    ("nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(64, 64), Shuffle(), nn.Linear(64, 3))", True, None,
+     "in an order tf2pt cannot tell"),
 ])
-def test_flatten_orders_found_by_running_the_model(body, channels_first_input, flatten):
+def test_flatten_orders_found_by_running_the_model(body, channels_first_input, flatten, note):
     from torch import nn
 
     from tf2pt.automap.torchmodules import execution_order, torch_modules
@@ -552,12 +557,14 @@ def test_flatten_orders_found_by_running_the_model(body, channels_first_input, f
             y = torch.tanh(self.conv(x))
             return self.fc(y.permute(0, 2, 3, 1).reshape(y.shape[0], -1))
 
-    model = eval(body, {"nn": nn, "Permuted": Permuted})
+    class Shuffle(nn.Module):  # a 3-D view of a vector, flattened again in another order
+        def forward(self, x):
+            return x.reshape(x.shape[0], 4, 4, 4).transpose(1, 3).reshape(x.shape[0], -1)
+
+    model = eval(body, {"nn": nn, "Permuted": Permuted, "Shuffle": Shuffle})
     modules = torch_modules(model)
     shape = [1, 5] if "Embedding" in body else ([1, 4, 5] if "Linear(20" in body else [1, 2, 6, 6])
     order, ran, _ = execution_order(model, modules, shape, input_channels_first=channels_first_input)
     assert order.startswith("execution order"), order
-    (linear,) = [m for m in modules if m.kind == "dense"]
-    assert linear.flatten == flatten
-    if flatten is None and "Embedding" not in body and "Adaptive" not in body:
-        assert "channels-last" in linear.flatten_note
+    linear = [m for m in modules if m.kind == "dense"][-1]
+    assert linear.flatten == flatten and note in linear.flatten_note

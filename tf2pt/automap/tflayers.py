@@ -5,6 +5,8 @@ MetaGraphDef's ``graph_def``, field 2; a frozen ``.pb``: its node order), natura
 names otherwise. The graph also says which op reads each kernel (a ``Conv3D`` or a
 ``Conv3DBackpropInputV2``, a ``MatMul``), which settles what a kernel's shape cannot, and which
 tensors are the model's input and output (for the generated file's verify facts).
+A Keras file (:func:`keras_layers`) has no graph but its own layer table: each variable's layer,
+class, config and place in the model's order (:mod:`tf2pt.read.keras`).
 Reads no tensor data and never imports TensorFlow.
 """
 

@@ -1,9 +1,9 @@
 """The torch side of matching: the user's model, its state grouped into modules, in execution order.
 
 Execution order comes from forward pre-hooks on a small input (``input_shape`` or one inferred
-from the first convolution or linear layer; integer ids below ``num_embeddings`` for a model that
-starts with an ``nn.Embedding``); where no forward runs, registration order stands in and the
-report says so.
+from the first convolution or linear layer, or a Keras file's own input; integer ids below
+``num_embeddings`` for a model with an ``nn.Embedding``); where no forward runs, registration
+order stands in and the report says so.
 
 The same forward tells which ``nn.Linear`` reads a flattened feature map, and in which order
 (:func:`flatten_orders`): TF flattens channels-last, torch's ``nn.Flatten`` channels-first, so
@@ -256,7 +256,11 @@ def execution_order(model, modules: List[TorchModule], input_shape: Optional[Seq
         m.ran = m.path in first
         m.order = float(first[m.path]) if m.ran else float(n + m.registration)
     if any(m.kind == "dense" for m in modules):
-        flatten_orders(model, modules, ran, high, input_channels_first)
+        try:
+            model.eval()
+            flatten_orders(model, modules, ran, high, input_channels_first)
+        finally:
+            model.train(was_training)
     kind = f"token ids below {high}, " if high else ""
     return f"execution order (forward hooks on an input of {kind}shape {ran})", ran, high
 
@@ -267,12 +271,12 @@ def execution_order(model, modules: List[TorchModule], input_shape: Optional[Seq
 
 def _channels_first_classes():
     from torch import nn
-    from torch.nn.modules import batchnorm, conv, instancenorm, pooling
+    from torch.nn.modules import batchnorm, conv, instancenorm, padding, pooling
 
     return (conv._ConvNd, batchnorm._BatchNorm, instancenorm._InstanceNorm, nn.GroupNorm, nn.Upsample,
             pooling._MaxPoolNd, pooling._AvgPoolNd, pooling._AdaptiveAvgPoolNd, pooling._AdaptiveMaxPoolNd,
-            nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d,
-            nn.ConstantPad3d, nn.PixelShuffle)
+            nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, padding._ConstantPadNd, padding._ReflectionPadNd,
+            padding._ReplicationPadNd, padding._CircularPadNd, nn.PixelShuffle)
 
 
 def _elementwise_classes():
@@ -295,7 +299,7 @@ def flatten_orders(model, modules: List[TorchModule], shape: Sequence[int], high
     channels-first flatten (``nn.Flatten``, ``view``): the TF kernel needs
     ``dense_after_flatten`` with the map's channels-last shape; channels-last (a ``permute``
     before flattening, or a map that is channels-last anyway): ``dense``. Any other order is
-    left alone and said in ``flatten_note``."""
+    left alone and said in ``flatten_note``. The caller puts the model in eval mode."""
     import torch
     from torch import nn
 
@@ -304,7 +308,8 @@ def flatten_orders(model, modules: List[TorchModule], shape: Sequence[int], high
     if not linears:
         return
     cf_classes, ew_classes = _channels_first_classes(), _elementwise_classes()
-    events: List[Tuple[str, str, object]] = []  # ("out", path, module) / ("linear", path, in-shape)
+    stateful = {m.path for m in modules}
+    events: List[Tuple[str, str, object]] = []  # ("out", path, (module, out shape)) / ("linear", path, in shape)
     hooks = []
     leaves = [(p, m) for p, m in named.items() if p and not list(m.children())]
     for path, mod in leaves:
@@ -349,21 +354,25 @@ def flatten_orders(model, modules: List[TorchModule], shape: Sequence[int], high
         order = _read_order(model, named, src_path, path, x, src_shape)
         m = linears[path]
         where = "the model's input" if src_what == "input" else f"module {src_path}'s output"
-        if order is None:
-            m.flatten_note = f"reads {where} {list(src_shape)} flattened in an order tf2pt cannot tell"
-            continue
-        cf = tuple(src_shape[1:])
-        tf_shape = cf[1:] + cf[:1]  # channels-first (C, *S) -> TF's (*S, C)
-        if channels_first is None:
-            m.flatten_note = (f"reads {where} {list(src_shape)} flattened, but tf2pt cannot tell whether that "
-                              "map is channels-first")
-            continue
-        if order == "natural" and channels_first and _prod(cf[1:]) > 1 and cf[0] > 1:
-            m.flatten = tuple(int(s) for s in tf_shape)
-            m.flatten_note = (f"reads {where} {list(src_shape)} flattened channels-first (found by running the "
-                              f"model): the TF kernel's rows are a channels-last {'x'.join(map(str, m.flatten))} map's")
-        elif order == "channels_last" or not channels_first or _prod(cf[1:]) == 1 or cf[0] == 1:
-            m.flatten_note = f"reads {where} {list(src_shape)} flattened channels-last (found by running the model)"
+        dims = tuple(int(d) for d in src_shape[1:])
+        said = f"reads {where} {list(src_shape)} flattened"
+        if dims[0] == 1 or _prod(dims[1:]) == 1:
+            m.flatten_note = f"{said} (one channel or one position: either order is the same)"
+        elif channels_first is None:
+            m.flatten_note = f"{said}, but tf2pt cannot tell whether that map is channels-first"
+        elif channels_first and order == "natural":
+            m.flatten = dims[1:] + dims[:1]  # channels-first (C, *S) -> TF's (*S, C)
+            m.flatten_note = (f"{said} channels-first (found by running the model): the TF kernel's rows are a "
+                              f"channels-last {'x'.join(map(str, m.flatten))} map's")
+            between = sorted({e[1] for e in before[source + 1:] if e is not None and e[0] == "out"
+                              and e[1] in stateful})
+            if between:
+                m.flatten_note += (f"; module {', '.join(between)} (with weights) lies between, and its per-feature "
+                                   "weights are mapped as they are, not in that order: check it with verify")
+        elif (channels_first and order == "channels_last") or (not channels_first and order == "natural"):
+            m.flatten_note = f"{said} channels-last, as TF does (found by running the model)"
+        else:
+            m.flatten_note = f"{said} in an order tf2pt cannot tell"
 
 
 def _prod(shape) -> int:
