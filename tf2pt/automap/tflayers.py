@@ -473,10 +473,11 @@ def keras_layers(checkpoint) -> Tuple[List[TFLayer], List[str], KerasFacts]:
         info0 = members[0][1]
         cls = info0.layer_class
         cfg = info0.layer_config or {}
-        kind_cls = cls
-        if cls == "Bidirectional":
+        kind_cls, kind_cfg = cls, cfg
+        if cls == "Bidirectional":  # the wrapped layer says what the weights are
             inner = cfg.get("layer") if isinstance(cfg.get("layer"), dict) else {}
-            kind_cls = inner.get("class_name")
+            kind_cls = inner.get("class_name") if isinstance(inner.get("class_name"), str) else None
+            kind_cfg = inner.get("config") if isinstance(inner.get("config"), dict) else {}
             if cfg.get("merge_mode", "concat") != "concat":
                 facts.notes.append(f"Keras layer {layer_name} is Bidirectional(merge_mode={cfg['merge_mode']!r}); "
                                    "torch's bidirectional layers concatenate")
@@ -520,8 +521,7 @@ def keras_layers(checkpoint) -> Tuple[List[TFLayer], List[str], KerasFacts]:
             continue
         layers.append(TFLayer(layer_name, kind, roles, shapes, min(order_of[v] for v in roles.values())))
         if kind in ("lstm", "gru", "gru_reset_before", "rnn"):
-            _recurrent_notes(layer_name, kind_cls or kind.upper(), cfg.get("layer", {}).get("config", {})
-                             if cls == "Bidirectional" else cfg, facts)
+            _recurrent_notes(layer_name, kind_cls or kind.upper(), kind_cfg, facts)
     layers.sort(key=lambda l: (l.order, natural_key(l.scope)))
     return layers, sorted(unknown), facts
 
@@ -546,7 +546,13 @@ def _recurrent_notes(name: str, cls: str, cfg, facts: KerasFacts) -> None:
     report (the weights map either way; tf2pt.nn's layers compute it)."""
     if not isinstance(cfg, dict):
         return
-    act, rec = cfg.get("activation", "tanh"), cfg.get("recurrent_activation", "sigmoid")
+    def act_name(v):  # a serialized activation ({"class_name": ..., "config": {"name": ...}}): its name
+        if isinstance(v, dict):
+            inner = v.get("config") if isinstance(v.get("config"), dict) else {}
+            return inner.get("name") or v.get("class_name")
+        return v
+
+    act, rec = act_name(cfg.get("activation", "tanh")), act_name(cfg.get("recurrent_activation", "sigmoid"))
     if cls == "SimpleRNN":
         rec = "sigmoid"
     if act != "tanh" or rec != "sigmoid":
