@@ -192,7 +192,9 @@ class GraphSession:
     """The original graph, imported, checked and given its checkpoint values once; ``run(x)``
     then feeds ``x`` (``C, D, H, W``) and fetches the output, as often as needed (one volume, or
     every window of a windowed verify). Raises ``KeyError`` (:class:`MissingTensor`) when a
-    tensor is not in the graph.
+    tensor is not in the graph. ``layer_tensors`` (``{layer: tensor name}``, a mapping's
+    ``VerifySpec.layer_tensors``): :meth:`run_layers` also fetches those (a layer whose tensor
+    the graph lacks is left out).
 
     Nothing of the graph runs but the ops computing ``tf_output`` from the feeds, each checked
     first (:mod:`.graphcheck`; ``trust_graph`` skips that). Its SaverDef restore op never runs:
@@ -200,7 +202,8 @@ class GraphSession:
     assigned by ops tf2pt adds."""
 
     def __init__(self, tf, kind: str, path: str, prefix: Optional[str], spec, tf_input: str, tf_output: str,
-                 trust_graph: bool = False, notes: Optional[list] = None):
+                 trust_graph: bool = False, notes: Optional[list] = None,
+                 layer_tensors: Optional[Dict[str, str]] = None):
         from . import graphcheck
 
         v1 = tf.compat.v1
@@ -215,10 +218,17 @@ class GraphSession:
                 tensor, val = _feed_value(graph, name, value)
                 self._feeds[tensor] = val
             fed = [t.name for t in [self._inp, *self._feeds]]
-            ran = graphcheck.closure(graph_def, [tf_output], fed)
+            self._layers: Dict[str, Any] = {}
+            for layer, name in dict(layer_tensors or {}).items():
+                try:
+                    self._layers[layer] = graph.get_tensor_by_name(name)
+                except (KeyError, ValueError):
+                    continue
+            wanted = [tf_output] + [t.name for t in self._layers.values()]
+            ran = graphcheck.closure(graph_def, wanted, fed)
             if not trust_graph:
                 graphcheck.check_saver(graph_def, restore_op, path)
-                graphcheck.check_run(graph_def, [tf_output], fed, path)
+                graphcheck.check_run(graph_def, wanted, fed, path)
             if notes is not None:
                 notes.extend(graphcheck.io_elsewhere(graph_def, ran))
             assigns, values = _restore_ops(tf, graph, graph_def, ran, slices, prefix, path)
@@ -234,6 +244,11 @@ class GraphSession:
         """TF's output for ``x`` (``C, D, H, W``), channels-last with its batch axis, as fetched."""
         feeds = {self._inp: _to_channels_last(x).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
         return self._sess.run(self._out, feeds)
+
+    def run_layers(self, x: np.ndarray):
+        """``(output, {layer: its tensor})`` for ``x``, in one run, as fetched."""
+        feeds = {self._inp: _to_channels_last(x).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
+        return self._sess.run([self._out, self._layers], feeds)
 
     def close(self) -> None:
         self._sess.close()
@@ -514,7 +529,7 @@ def _no_tf_side(why: str, mapping, checkpoint) -> InputError:
 
 
 def open_graph(tf, checkpoint, spec, tf_input: str, tf_output: str, given, trust_graph: bool,
-               timings: Dict[str, float], meta: Dict[str, Any]):
+               timings: Dict[str, float], meta: Dict[str, Any], layer_tensors: Optional[Dict[str, str]] = None):
     """``(session, kind, path, why)``: a :class:`GraphSession` on the checkpoint's original
     graph (``meta`` then says so), or ``None`` with ``why`` there is none. A tensor the user named
     (``given`` holds ``--tf-input``/``--tf-output`` when they did) that the graph lacks is an
@@ -525,7 +540,8 @@ def open_graph(tf, checkpoint, spec, tf_input: str, tf_output: str, given, trust
         return None, kind, path, why
     start = time.perf_counter()
     try:
-        session = GraphSession(tf, kind, path, prefix, spec, tf_input, tf_output, trust_graph, meta["tf_notes"])
+        session = GraphSession(tf, kind, path, prefix, spec, tf_input, tf_output, trust_graph, meta["tf_notes"],
+                               layer_tensors)
     except MissingTensor as exc:
         option = "--tf-input" if exc.name == tf_input else "--tf-output"
         if option in given:  # the user named it: an error, never a silent fallback
@@ -562,17 +578,24 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
     forward pass, the reference forward)."""
     tf, spec, given, tf_input, tf_output, meta = _tf_request(mapping, tf_input, tf_output)
     timings = meta["timings"]
-    session, kind, path, why = open_graph(tf, checkpoint, spec, tf_input, tf_output, given, trust_graph, timings, meta)
+    layer_tensors = dict(getattr(spec, "layer_tensors", None) or {}) if per_layer else {}
+    session, kind, path, why = open_graph(tf, checkpoint, spec, tf_input, tf_output, given, trust_graph, timings, meta,
+                                          layer_tensors)
     output = None
+    layers: Dict[str, np.ndarray] = {}
     if session is not None:
         try:
             start = time.perf_counter()
-            output = session.run(x)
+            if layer_tensors:  # the layers' outputs from the original graph itself, in the same run
+                output, fetched = session.run_layers(x)
+                layers = {k: _to_channels_first(v) for k, v in fetched.items()}
+                meta["layers_from"] = "original-graph"
+            else:
+                output = session.run(x)
             timings["tf_forward_seconds"] = time.perf_counter() - start
         finally:
             session.close()
-    layers: Dict[str, np.ndarray] = {}
-    if output is None or per_layer:
+    if output is None or (per_layer and not layers):
         if spec.tf_reference is None:
             if output is None:
                 raise _no_tf_side(why, mapping, checkpoint)
