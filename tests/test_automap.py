@@ -18,7 +18,7 @@ import tf2pt
 from tf2pt.plan import plan
 from tf2pt.read import open_checkpoint
 from tf2pt.registry import load_file
-from tf2pt.transforms import TRANSFORMS
+from tf2pt.transforms import TRANSFORMS, get_transform
 
 MODELS = DATA / "automap_models.py"
 HIGHRES_ARGS = '{"args": [1, 160], "kwargs": {"add_dropout_layer": true}}'
@@ -33,7 +33,7 @@ def assert_conforms(mapping_path, checkpoint) -> None:
             model = t.build()
         keys = set(model.state_dict())
         for rule in t.rename:
-            assert rule.transform in TRANSFORMS, rule
+            get_transform(rule.transform)  # a known name, or a parametrised one (dense_after_flatten:4x4x4)
             re.compile(rule.pattern)
         for fill in t.fill:
             assert any(fill.matches(k) for k in keys), f"fill rule {fill.pattern!r} matches no key"
@@ -46,7 +46,8 @@ def assert_conforms(mapping_path, checkpoint) -> None:
             assert inference == m.source.variables
             entries, report = plan(ckpt, m, t)
             assert report.problems == []
-            assert len(report.mapped) == m.source.variables
+            # every variable mapped (a Keras GRU's one bias fills two keys: count the variables)
+            assert len({row["tf"] for row in report.mapped}) == m.source.variables
             assert len(entries) == len(report.mapped) + len(report.filled)
 
 
@@ -211,6 +212,60 @@ def test_tie_without_the_graph_is_flagged_ambiguous(tie_checkpoint, cli_run, tmp
     assert {re.search(r"'(\w+)\.weight'", line).group(1) for line in flagged} == {"first", "second"}
     assert "VERIFY = None" in text  # no graph: no verify facts to infer
     assert_conforms(out, str(bare / Path(tie_checkpoint).name))
+
+
+# ---------------------------------------------------------------------------------------------
+# verify --per-layer with the layer pairs the matcher found
+# ---------------------------------------------------------------------------------------------
+
+
+def test_verify_with_model_per_layer_compares_every_matched_layer_in_the_graph(tie_checkpoint, cli_run, tmp_path):
+    """Each matched TF layer's output tensor in the original graph (the .meta) against its
+    module's output, in TF order, with the pairs the matcher found (ties settled by running)."""
+    import json
+
+    report = tmp_path / "r.json"
+    r = cli_run("verify", tie_checkpoint, "--model", f"{MODELS}:TieNet", "--per-layer", "--synthetic", 12, 12, 12,
+                "--json", report)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = json.loads(report.read_text())
+    assert d["tf_side"] == "original-graph" and d["first_divergent_layer"] is None
+    assert [(row["layer"], row["module"], row["status"]) for row in d["per_layer"]] == [
+        ("net.stem", "stem", "ok"), ("net.mix_b", "first", "ok"), ("net.mix_a", "second", "ok"),
+        ("net.head", "head", "ok")]
+    assert all(row["max_rel_error"] < 1e-5 for row in d["per_layer"])
+
+
+def test_per_layer_names_the_first_layer_a_wrong_pick_breaks(tie_checkpoint, cli_run, tmp_path):
+    """The generated file carries the layer pairs (VerifySpec.layer_tensors, Target.layers): with
+    its two tied rows swapped by hand, verify --per-layer fails at the first swapped layer."""
+    import json
+
+    out = tmp_path / "tie_map.py"
+    text = tf2pt.propose_mapping(tie_checkpoint, f"{MODELS}:TieNet", run_ties=False).render()  # order: right here
+    assert "layer_tensors={" in text and "'net.mix_b': 'net/BiasAdd_1:0'" in text
+    out.write_text(text.replace("'first.weight'", "'@@'").replace("'second.weight'", "'first.weight'")
+                   .replace("'@@'", "'second.weight'").replace("'first.bias'", "'@@'")
+                   .replace("'second.bias'", "'first.bias'").replace("'@@'", "'second.bias'"))
+    assert_conforms(out, tie_checkpoint)
+    report = tmp_path / "r.json"
+    r = cli_run("verify", tie_checkpoint, "--mapping", out, "--per-layer", "--synthetic", 12, 12, 12, "--json", report)
+    assert r.returncode == 1, r.stdout + r.stderr
+    d = json.loads(report.read_text())
+    assert d["first_divergent_layer"] == "net.mix_b"
+    assert [row["status"] for row in d["per_layer"]] == ["ok", "DIVERGES", "DIVERGES", "DIVERGES"]
+    assert "first divergent layer: net.mix_b" in r.stdout
+
+
+def test_per_layer_with_model_needs_a_graph(tie_checkpoint, cli_run, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in Path(tie_checkpoint).parent.iterdir():
+        if f.name.startswith("model.ckpt") and not f.name.endswith(".meta"):
+            shutil.copy(f, bare / f.name)
+    r = cli_run("verify", bare / Path(tie_checkpoint).name, "--model", f"{MODELS}:TieNet", "--per-layer",
+                "--synthetic", 12, 12, 12)
+    assert r.returncode == 2 and "has no graph holding them" in r.stderr and "Traceback" not in r.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,3 +474,97 @@ def test_a_kernel_the_graph_reads_transposed_is_not_transposed_again(tf, tmp_pat
         expected = sess.run("logits:0", {"x:0": xs})
     with torch.no_grad():
         assert np.allclose(net(torch.from_numpy(xs)).numpy(), expected, atol=1e-5)
+
+
+def test_a_tf_graph_that_flattens_channels_last_gets_its_dense_rows_permuted(tf, tmp_path):
+    """conv (NHWC) -> reshape -> matmul in a frozen graph, into Conv2d -> nn.Flatten -> Linear:
+    the kernel's rows are in NHWC order, nn.Flatten's in NCHW; found by running the torch model.
+    The same graph built NCHW flattens as nn.Flatten does: plain ``dense``."""
+    from tf2pt.automap.tflayers import graph_channels_first, read_graph
+
+    v1 = tf.compat.v1
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    fc = rng.standard_normal((4 * 6 * 6, 3)).astype(np.float32)
+
+    def frozen(fmt):
+        graph = tf.Graph()
+        with graph.as_default():
+            x = v1.placeholder(tf.float32, [None, 6, 6, 2] if fmt == "NHWC" else [None, 2, 6, 6], name="x")
+            h = tf.nn.relu(tf.nn.conv2d(x, tf.constant(w, name="conv/kernel"), 1, "SAME", data_format=fmt))
+            tf.identity(tf.matmul(tf.reshape(h, [-1, 4 * 6 * 6]), tf.constant(fc, name="fc/kernel")), name="logits")
+        return graph
+
+    graph = frozen("NHWC")
+    pb = tmp_path / "cnn.pb"
+    pb.write_bytes(graph.as_graph_def().SerializeToString())
+    model = tmp_path / "cnn.py"
+    model.write_text("from torch import nn\n"
+                     "def build():\n"
+                     "    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(),\n"
+                     "                         nn.Linear(144, 3, bias=False))\n")
+    proposal = tf2pt.propose_mapping(str(pb), f"{model}:build", input_shape=[1, 2, 6, 6])
+    rows = {key: t for p in proposal.pairs for _, key, t in p.rows}
+    assert rows == {"0.weight": "conv2d", "3.weight": "dense_after_flatten:6x6x4"}
+    out = tmp_path / "cnn_map.py"
+    out.write_text(proposal.render())
+    assert_conforms(out, str(pb))
+    state, _ = tf2pt.convert(str(pb), mapping=str(out))
+    net = load_file(str(out)).default_target.build()
+    net.load_state_dict(state)
+    xs = rng.standard_normal((2, 6, 6, 2)).astype(np.float32)
+    with v1.Session(graph=graph) as sess:
+        expected = sess.run("logits:0", {"x:0": xs})
+    with torch.no_grad():
+        got = net(torch.from_numpy(np.ascontiguousarray(xs.transpose(0, 3, 1, 2)))).numpy()
+    assert np.allclose(got, expected, atol=1e-4)
+    nchw = tmp_path / "nchw.pb"
+    nchw.write_bytes(frozen("NCHW").as_graph_def().SerializeToString())
+    with open_checkpoint(str(nchw)) as ckpt:
+        assert graph_channels_first(read_graph(ckpt))
+    with open_checkpoint(str(pb)) as ckpt:
+        assert not graph_channels_first(read_graph(ckpt))
+    proposal = tf2pt.propose_mapping(str(nchw), f"{model}:build", input_shape=[1, 2, 6, 6])
+    assert {key: t for p in proposal.pairs for _, key, t in p.rows}["3.weight"] == "dense"
+
+
+@pytest.mark.parametrize("body,channels_first_input,flatten,note", [
+    ("nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))", True,
+     (4, 4, 4), "flattened channels-first"),
+    ("Permuted()", True, None, "channels-last, as TF does"),  # flattens channels-last itself: the kernel as it is
+    ("nn.Sequential(nn.Flatten(), nn.Linear(20, 3))", False, None, "channels-last"),  # [N, T, F]: TF's layout
+    ("nn.Sequential(nn.Flatten(), nn.Linear(20, 3))", True, (5, 4), "channels-first"),  # a [N, C, L] map
+    ("nn.Sequential(nn.Embedding(7, 4), nn.Flatten(), nn.Linear(20, 3))", True, None, "channels-last"),  # [N, T, F]
+    ("nn.Sequential(nn.Conv2d(2, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))", True, None,
+     "either order is the same"),
+    ("nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 3))", True, (4, 4, 4),
+     "module 2 (with weights) lies between"),  # its features are in the flatten order too: said
+    ("nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(64, 64), Shuffle(), nn.Linear(64, 3))", True, None,
+     "in an order tf2pt cannot tell"),
+])
+def test_flatten_orders_found_by_running_the_model(body, channels_first_input, flatten, note):
+    from torch import nn
+
+    from tf2pt.automap.torchmodules import execution_order, torch_modules
+
+    class Permuted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3)
+            self.fc = nn.Linear(64, 3)
+
+        def forward(self, x):
+            y = torch.tanh(self.conv(x))
+            return self.fc(y.permute(0, 2, 3, 1).reshape(y.shape[0], -1))
+
+    class Shuffle(nn.Module):  # a 3-D view of a vector, flattened again in another order
+        def forward(self, x):
+            return x.reshape(x.shape[0], 4, 4, 4).transpose(1, 3).reshape(x.shape[0], -1)
+
+    model = eval(body, {"nn": nn, "Permuted": Permuted, "Shuffle": Shuffle})
+    modules = torch_modules(model)
+    shape = [1, 5] if "Embedding" in body else ([1, 4, 5] if "Linear(20" in body else [1, 2, 6, 6])
+    order, ran, _ = execution_order(model, modules, shape, input_channels_first=channels_first_input)
+    assert order.startswith("execution order"), order
+    linear = [m for m in modules if m.kind == "dense"][-1]
+    assert linear.flatten == flatten and note in linear.flatten_note

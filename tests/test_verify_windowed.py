@@ -214,3 +214,10 @@ def test_windowed_usage_errors_exit_2_in_one_line(args, message, cli_run, tf):
 def test_a_size_that_is_not_one_is_a_usage_error(cli_run):
     r = cli_run("verify", EXAMPLE, "-m", "highresnet", "--max-memory", "lots")
     assert r.returncode == 2 and "--max-memory" in r.stderr
+
+
+def test_the_summary_never_rounds_a_differing_voxel_to_100_percent():
+    from tf2pt.verify.run import _agreement_text
+
+    assert _agreement_text(1.0, 8196096) == "100% of 8196096 voxels"
+    assert _agreement_text(1 - 1 / 8196096, 8196096) == "99.999988% of 8196096 voxels (1 differ)"

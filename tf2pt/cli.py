@@ -544,7 +544,8 @@ def _parse_sizes(value):
               help="Minimum fraction of voxels whose labels agree.")
 @click.option("--per-layer", is_flag=True,
               help="Also compare the mapping's named intermediate layers (VerifySpec.layers: a Keras model's own "
-                   "layers, else those the mapping's tf_reference returns).")
+                   "layers, a graph's VerifySpec.layer_tensors, else those the mapping's tf_reference returns; with "
+                   "--model: the matched layer pairs).")
 @click.option("--allow-tf32", is_flag=True, help="Let PyTorch use TF32 on GPUs (the production setting); off by default.")
 @click.option("--tf-input", default=None, metavar="TENSOR", help="Input tensor of the original TF graph (default: the mapping's).")
 @click.option("--tf-output", multiple=True, metavar="TENSOR",
@@ -582,7 +583,8 @@ def verify_cmd(checkpoint, mapping, model, model_kwargs, input_shape, target, vo
     """Run TensorFlow and PyTorch on one volume and report parity.
 
     With --model MODULE:FACTORY instead of --mapping, the mapping is proposed first (as `tf2pt
-    map` does) and verified; it is not saved (use `tf2pt map` for that).
+    map` does) and verified; it is not saved (use `tf2pt map` for that). --per-layer then
+    compares every matched layer whose output the original graph holds with its module's.
 
     \b
     Exit codes: 0 parity holds, 1 parity failed, 2 usage or input error.
@@ -593,11 +595,13 @@ def verify_cmd(checkpoint, mapping, model, model_kwargs, input_shape, target, vo
     if model is not None:
         import tempfile
 
-        if per_layer:
-            raise click.UsageError("--per-layer needs a mapping with a TF reference forward; not with --model yet")
         with tempfile.TemporaryDirectory(prefix="tf2pt-map-") as tmp:
             path = os.path.join(tmp, "proposed_mapping.py")
             proposal = _propose(checkpoint, model, model_kwargs, input_shape, settle_ties, quiet, mapping_dir=tmp)
+            if per_layer and not proposal.layer_pairs:
+                raise errors.InputError("--per-layer compares the matched layers' outputs in the original graph, "
+                                        "and this checkpoint has no graph holding them", path=checkpoint,
+                                        hint="verify without --per-layer")
             _write_text(path, proposal.render(), True)
             return _verify(checkpoint, path, target, volume, synthetic, input_file, signature, crop, device, json_path,
                            figure, atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference,

@@ -285,6 +285,10 @@ class VerifySpec:
     label_table: Optional[str] = None
     tf_reference: Optional[Callable[..., Any]] = None
     layers: Sequence[str] = ()
+    #: ``{layer: tensor name}``: where the original graph holds a layer's output (``conv/BiasAdd:0``),
+    #: so that ``verify --per-layer`` fetches it from the graph itself (``tf2pt map`` writes them);
+    #: layers without one come from ``tf_reference``
+    layer_tensors: TMapping[str, str] = field(default_factory=dict)
     notes: str = ""
     layout: Optional[str] = None
     signature: Optional[str] = None

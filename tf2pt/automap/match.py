@@ -57,7 +57,8 @@ def compatible(layer: TFLayer, module: TorchModule):
             role = tk.params[local]
             if role not in layer.variables:
                 return None
-            transform = tk.transform(role, layer.shapes[role], layer.layout)
+            transform = tk.transform(role, layer.shapes[role], layer.layout, key=local,
+                                     flatten=module.flatten if layer.kind == "dense" else None)
             try:
                 out = get_transform(transform).out_shape(layer.shapes[role])
             except ValueError:
@@ -73,6 +74,8 @@ def compatible(layer: TFLayer, module: TorchModule):
             return None
     if used != set(layer.variables):
         return None
+    if layer.kind == "depthwise" and module.groups is not None and module.groups != layer.shapes["depthwise_kernel"][-2]:
+        return None  # [in * multiplier, 1, ...] fits several (in, multiplier): the groups say which
     return rows, fills
 
 
@@ -95,7 +98,10 @@ def tf_words(layer: TFLayer) -> str:
 def torch_words(module: TorchModule) -> str:
     if module.kind is None:
         return f"{module.cls} with " + ", ".join(f"{k} {list(s)}" for k, s in module.keys.items())
-    return describe_shapes(module.kind, module.keys, torch_layout=True)
+    words = describe_shapes(module.kind, module.keys, torch_layout=True)
+    if module.kind == "depthwise" and module.groups:  # the weight [out, 1, ...] does not say the input channels
+        words = words.replace(", 1->", f", {module.groups}->", 1)
+    return words
 
 
 def match(layers: List[TFLayer], modules: List[TorchModule], unknown_tf: Sequence[str], checkpoint,
@@ -114,7 +120,8 @@ def match(layers: List[TFLayer], modules: List[TorchModule], unknown_tf: Sequenc
         m = min(strange, key=lambda m: m.order)
         raise NoCorrespondenceError(
             f"the model's module {m.path or '(root)'} ({torch_words(m)}) is of a kind tf2pt cannot match",
-            path=where, hint="tf2pt matches convolutions, linear, batch-norm and PReLU layers; write the mapping by hand")
+            path=where, hint="tf2pt matches convolutions, linear, batch- and layer-norm, PReLU, embedding and one-layer "
+                 "LSTM/GRU/RNN modules; write the mapping by hand")
     # Shapes after the transform are fixed by the module, so a module fits at most one TF
     # signature (kind + shapes): matching splits into one class per signature, where the TF
     # layers (in TF order) and the modules that fit them (in torch order) pair up in order.

@@ -79,6 +79,8 @@ def render(p) -> str:
         ignores.append("GRAPH_CONSTANTS")
     io = p.graph_io
     has_verify = bool(io.get("input") and io.get("output"))
+    layer_pairs = p.layer_pairs if has_verify else []
+    layer_names = p.layer_names() if has_verify else []
     if has_verify:
         imports.append("VerifySpec")
     if is_file_module(module):
@@ -112,7 +114,7 @@ def render(p) -> str:
     w(f"SCOPE = {_s(p.scope)}")
     w("SOURCE = Source(")
     w(f"    origin={_s('proposed by tf2pt map from ' + os.path.basename(os.path.normpath(p.checkpoint)))},")
-    w(f"    framework={_s('TensorFlow frozen GraphDef' if p.checkpoint_kind == 'graphdef' else 'TensorFlow')},")
+    w(f"    framework={_s(p.framework)},")
     w("    scope=SCOPE,")
     w(f"    variables={p.inference_variables},  # inference variables, every one mapped below")
     if p.in_channels:
@@ -129,24 +131,23 @@ def render(p) -> str:
         w(head)
         mark = _mark(pair)
         for i, (tf_name, key, transform) in enumerate(pair.rows):
-            suffix = tf_name[len(p.scope):] if tf_name.startswith(p.scope) else tf_name
+            name = p.rule_name(tf_name)
+            suffix = name[len(p.scope):] if name.startswith(p.scope) else name
             row = f"    ({_s(re.escape(suffix))}, {_s(key)}, {_s(transform)}),"
-            w(row + (f"  {mark}" if mark and i == 0 else ""))
+            note = mark if i == 0 else ""
+            if transform.startswith("dense_after_flatten:"):
+                note = (note + "  " if note else "") + "# flatten order found by running the model"
+            w(row + (f"  {note}" if note else ""))
     w("], scope=SCOPE)")
     w("")
     w("# 5. fills: model keys with no TF counterpart")
-    fill_rules = {}
-    for pair in p.pairs:
-        for key, value, reason in pair.fills:
-            local = key.rpartition(".")[2]
-            fill_rules.setdefault(local, (value, reason))
+    fill_rules = _fill_rules(p)
     if not fill_rules:
         w("FILL = []")
     else:
         w("FILL = [")
-        for local, (value, reason) in fill_rules.items():
-            pattern = _s(r"(?:.*\.)?" + re.escape(local))
-            w(f"    Fill({pattern}, {_value(value)}, {_s(reason)}),")
+        for pattern, value, reason in fill_rules:
+            w(f"    Fill({_s(pattern)}, {_value(value)}, {_s(reason)}),")
         w("]")
     w("")
     if has_verify:
@@ -162,6 +163,13 @@ def render(p) -> str:
         w(f"    spatial_multiple={int(p.spatial_multiple)},")
         if io.get("size"):
             w(f"    size={_value(tuple(io['size']))},")
+        if layer_pairs:
+            w("    # every matched layer whose output the graph holds, for `tf2pt verify --per-layer`")
+            w("    layers=[" + ", ".join(_s(n) for n in layer_names) + "],")
+            w("    layer_tensors={")
+            for n, q in zip(layer_names, layer_pairs):
+                w(f"        {_s(n)}: {_s(q.tf.tensors['output'])},")
+            w("    },")
         w(")")
     else:
         w("# 6. verify facts: none could be read off the checkpoint (no graph with one input and one")
@@ -173,11 +181,35 @@ def render(p) -> str:
     w(f"    name={_s(_mapping_name(p))},")
     w(f"    description={_s('proposed by tf2pt map: ' + os.path.basename(os.path.normpath(p.checkpoint)) + ' -> ' + p.model)},")
     w("    source=SOURCE,")
-    w(f"    targets=[Target(\"default\", {_s(p.model)}, build, RULES, FILL)],")
+    if layer_pairs:
+        w(f"    targets=[Target(\"default\", {_s(p.model)}, build, RULES, FILL, layers={{")
+        for n, q in zip(layer_names, layer_pairs):
+            w(f"        {_s(n)}: {_s(q.module.path)},")
+        w("    })],")
+    else:
+        w(f"    targets=[Target(\"default\", {_s(p.model)}, build, RULES, FILL)],")
     w("    ignore=IGNORE,")
     w("    verify=VERIFY,")
     w(")")
     return "\n".join(out) + "\n"
+
+
+def _fill_rules(p) -> List[tuple]:
+    """``(pattern, value, reason)``: one rule per local key name (``num_batches_tracked``) where
+    every key of that name is filled alike, else one per key (an LSTM's zero ``bias_hh_l0``
+    beside a GRU's mapped one)."""
+    fills = [(key, value, reason) for pair in p.pairs for key, value, reason in pair.fills]
+    mapped = {key.rpartition(".")[2] for pair in p.pairs for _, key, _ in pair.rows}
+    by_local: dict = {}
+    for key, value, reason in fills:
+        by_local.setdefault(key.rpartition(".")[2], []).append((key, value, reason))
+    out = []
+    for local, rows in by_local.items():
+        if local not in mapped and len({(repr(v), r) for _, v, r in rows}) == 1:
+            out.append((r"(?:.*\.)?" + re.escape(local), rows[0][1], rows[0][2]))
+        else:
+            out.extend((re.escape(key), value, reason) for key, value, reason in rows)
+    return out
 
 
 def _words(pair) -> str:

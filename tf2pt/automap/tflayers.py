@@ -5,6 +5,8 @@ MetaGraphDef's ``graph_def``, field 2; a frozen ``.pb``: its node order), natura
 names otherwise. The graph also says which op reads each kernel (a ``Conv3D`` or a
 ``Conv3DBackpropInputV2``, a ``MatMul``), which settles what a kernel's shape cannot, and which
 tensors are the model's input and output (for the generated file's verify facts).
+A Keras file (:func:`keras_layers`) has no graph but its own layer table: each variable's layer,
+class, config and place in the model's order (:mod:`tf2pt.read.keras`).
 Reads no tensor data and never imports TensorFlow.
 """
 
@@ -18,7 +20,8 @@ from typing import Dict, List, Optional, Tuple
 
 from ..read._proto import ProtoError, as_bytes, iter_fields
 from ..read.graphdef import Node, parse_graphdef
-from .kinds import BATCHNORM_OPS, CONV_OPS, CONV_TRANSPOSE_OPS, DENSE_OPS, DEPTHWISE_OPS, TF_ROLES, Shape, classify_tf
+from .kinds import (BATCHNORM_OPS, CONV_OPS, CONV_TRANSPOSE_OPS, DENSE_OPS, DEPTHWISE_OPS, KERAS_CLASSES, TF_ROLES, Shape,
+                    classify_tf)
 
 KERNEL_OPS = CONV_OPS | CONV_TRANSPOSE_OPS | DENSE_OPS | DEPTHWISE_OPS
 
@@ -150,6 +153,21 @@ def tf_layers(checkpoint, graph: Optional[TFGraph]) -> Tuple[List[TFLayer], List
                 l.order = float(len(position) + i)
     layers.sort(key=lambda l: (l.order, natural_key(l.scope)))
     return layers, sorted(unknown)
+
+
+def graph_channels_first(graph: TFGraph) -> bool:
+    """Whether the graph's convolutions or pools run channels-first (``data_format`` NCHW /
+    NCDHW): then it flattens its maps channels-first too, as ``nn.Flatten`` does."""
+    for node in graph.nodes:
+        raw = node.attrs.get("data_format")
+        if raw is None:
+            continue
+        try:
+            if any(number == 2 and as_bytes(value).startswith(b"NC") for number, _, value in iter_fields(raw)):
+                return True  # AttrValue.s
+        except ProtoError:
+            continue
+    return False
 
 
 def _attr_bool(node: Node, key: str) -> bool:
@@ -347,3 +365,197 @@ def _int_list(raw: Optional[bytes]) -> Optional[List[int]]:
     except ProtoError:
         return None
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras files: the model's own layers, in the model's order
+# ---------------------------------------------------------------------------------------------
+
+KERAS_KINDS = ("keras", "keras_h5", "keras_weights_h5", "keras3_weights_h5", "keras3_sharded")
+#: TF layer kinds whose input is a channels-last map (the model's input moves to channels-first)
+SPATIAL_KINDS = ("conv", "conv_transpose", "depthwise", "separable", "batchnorm")
+
+
+def is_keras(checkpoint) -> bool:
+    return getattr(checkpoint, "kind", None) in KERAS_KINDS
+
+
+@dataclass
+class KerasFacts:
+    """What a Keras file says beyond its weights: where the layer order came from, the model's
+    input (``shape`` without the batch axis, ``None`` for free sizes; ``dtype``) where its config
+    has one, whether its ``Flatten`` layers flatten channels-last (Keras' default), and notes."""
+
+    order: str
+    input_shape: Optional[Tuple[Optional[int], ...]] = None
+    input_dtype: Optional[str] = None
+    flatten_channels_last: bool = True
+    notes: List[str] = field(default_factory=list)
+
+
+def _keras_role(leaf: str, layer_class: Optional[str], name: str, rank: int) -> Optional[str]:
+    role = TF_ROLES.get(leaf)
+    # Keras 3 names a DepthwiseConv's kernel "kernel", Keras 2 "depthwise_kernel"
+    if role == "kernel" and (layer_class in ("DepthwiseConv1D", "DepthwiseConv2D")
+                             or (layer_class is None and "depthwise" in name.lower() and rank in (3, 4))):
+        return "depthwise_kernel"
+    return role
+
+
+def _keras_entries(config) -> List[dict]:
+    """Every layer entry of a Keras model config, nested models included, depth first."""
+    from ..read.keras import _layer_entries
+
+    out, stack = [], [config]
+    while stack:
+        node = stack.pop()
+        entries = _layer_entries(node)
+        out.extend(entries)
+        stack.extend(reversed([e for e in entries if _layer_entries(e)]))
+    return out
+
+
+def _keras_input(config) -> Tuple[Optional[Tuple[Optional[int], ...]], Optional[str]]:
+    """The model's one input (shape without the batch axis, dtype), from its config."""
+    if not isinstance(config, dict):
+        return None, None
+    from ..read.keras import _layer_entries
+
+    entries = _layer_entries(config)
+    inputs = [e for e in entries if e.get("class_name") == "InputLayer"]
+    candidates = inputs if inputs else entries[:1]
+    if len(candidates) != 1:
+        return None, None
+    cfg = candidates[0].get("config") if isinstance(candidates[0].get("config"), dict) else {}
+    shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+    if shape is None and not inputs:  # a Keras 3 Sequential without an InputLayer
+        build = config.get("build_config") if isinstance(config.get("build_config"), dict) else {}
+        shape = build.get("input_shape")
+    dtype = cfg.get("dtype") if isinstance(cfg.get("dtype"), str) else None
+    if not isinstance(shape, (list, tuple)) or len(shape) < 2:
+        return None, dtype
+    try:
+        dims = tuple(None if s is None else int(s) for s in shape[1:])
+    except (TypeError, ValueError):
+        return None, dtype
+    return dims, dtype
+
+
+def keras_layers(checkpoint) -> Tuple[List[TFLayer], List[str], KerasFacts]:
+    """The model layers of a Keras file (:mod:`tf2pt.read.keras`: each variable's layer, class,
+    config and place in the model's order): ``(layers in the model's order, names of inference
+    variables no kind explains, facts)``. A ``Bidirectional`` layer is one layer (its backward
+    copy's roles are ``reverse_*``); a ``SeparableConv`` is two, its depthwise and its pointwise
+    convolution. Without a class (a weights-only file) the roles and shapes decide."""
+    config = getattr(checkpoint, "model_config", None)
+    if checkpoint.kind in ("keras_h5", "keras_weights_h5"):
+        order = "the model's order (the file's layer_names and weight_names)"
+    elif config is not None:
+        order = "the model's order (the order Keras wrote the layers, as in config.json)"
+    else:
+        order = "the model's order (the order Keras wrote the layers)"
+    shape, dtype = _keras_input(config)
+    facts = KerasFacts(order, shape, dtype)
+    entries = _keras_entries(config) if config else []
+    flattens = [e for e in entries if e.get("class_name") == "Flatten"]
+    facts.flatten_channels_last = not any((e.get("config") or {}).get("data_format") == "channels_first"
+                                          for e in flattens if isinstance(e.get("config"), dict))
+    groups: Dict[str, List[Tuple[str, object]]] = {}
+    for name, info in checkpoint.variables.items():
+        if info.role != "inference":
+            continue
+        readable = info.readable_name or name
+        layer = info.layer or readable.rpartition("/")[0] or readable
+        groups.setdefault(layer, []).append((name, info))
+    layers: List[TFLayer] = []
+    unknown: List[str] = []
+    for layer_name, members in groups.items():
+        info0 = members[0][1]
+        cls = info0.layer_class
+        cfg = info0.layer_config or {}
+        kind_cls, kind_cfg = cls, cfg
+        if cls == "Bidirectional":  # the wrapped layer says what the weights are
+            inner = cfg.get("layer") if isinstance(cfg.get("layer"), dict) else {}
+            kind_cls = inner.get("class_name") if isinstance(inner.get("class_name"), str) else None
+            kind_cfg = inner.get("config") if isinstance(inner.get("config"), dict) else {}
+            if cfg.get("merge_mode", "concat") != "concat":
+                facts.notes.append(f"Keras layer {layer_name} is Bidirectional(merge_mode={cfg['merge_mode']!r}); "
+                                   "torch's bidirectional layers concatenate")
+        elif cls in ("LSTM", "GRU", "SimpleRNN") and cfg.get("go_backwards"):
+            facts.notes.append(f"Keras layer {layer_name} is {cls}(go_backwards=True): it reads its input reversed, "
+                               "torch's layers do not")
+        roles: Dict[str, str] = {}
+        bad = False
+        for name, info in members:
+            readable = info.readable_name or name
+            parts = readable.split("/")
+            role = _keras_role(parts[-1], kind_cls, layer_name, len(info.shape))
+            if role is not None and any(p.startswith("backward_") for p in parts[:-1]):
+                role = "reverse_" + role
+            if role is None or role in roles:
+                bad = True
+                break
+            roles[role] = name
+        if bad:
+            unknown.extend(n for n, _ in members)
+            continue
+        shapes = {role: tuple(checkpoint.variables[v].shape) for role, v in roles.items()}
+        order_of = {n: float(i.order if i.order is not None else 0) for n, i in members}
+        expected = KERAS_CLASSES.get(kind_cls) if kind_cls else None
+        if expected == "separable" or (expected is None and {"depthwise_kernel", "pointwise_kernel"} <= set(roles)):
+            halves = _separable_halves(layer_name, roles, shapes, order_of)
+            if halves is None:
+                unknown.extend(roles.values())
+            else:
+                layers.extend(halves)
+            continue
+        kind = classify_tf(shapes, None, layer_name)
+        if expected == "layernorm" and set(roles) <= {"gamma", "beta"} and roles:
+            kind = "layernorm"
+        elif expected in ("conv_transpose",) and kind == "conv":
+            kind = "conv_transpose"
+        elif expected is not None and expected != kind and not (expected == "gru" and kind == "gru_reset_before"):
+            kind = None  # the class and the variables disagree: nothing is guessed
+        if kind is None:
+            unknown.extend(roles.values())
+            continue
+        layers.append(TFLayer(layer_name, kind, roles, shapes, min(order_of[v] for v in roles.values())))
+        if kind in ("lstm", "gru", "gru_reset_before", "rnn"):
+            _recurrent_notes(layer_name, kind_cls or kind.upper(), kind_cfg, facts)
+    layers.sort(key=lambda l: (l.order, natural_key(l.scope)))
+    return layers, sorted(unknown), facts
+
+
+def _separable_halves(name, roles, shapes, order_of) -> Optional[List[TFLayer]]:
+    if not {"depthwise_kernel", "pointwise_kernel"} <= set(roles) <= {"depthwise_kernel", "pointwise_kernel", "bias"}:
+        return None
+    dw, pw = shapes["depthwise_kernel"], shapes["pointwise_kernel"]
+    if len(dw) not in (3, 4) or len(pw) != len(dw) or any(s != 1 for s in pw[:-2]) or pw[-2] != dw[-2] * dw[-1]:
+        return None
+    depthwise = TFLayer(f"{name}/depthwise", "depthwise", {"depthwise_kernel": roles["depthwise_kernel"]},
+                        {"depthwise_kernel": dw}, order_of[roles["depthwise_kernel"]])
+    pw_roles = {"kernel": roles["pointwise_kernel"], **({"bias": roles["bias"]} if "bias" in roles else {})}
+    pointwise = TFLayer(f"{name}/pointwise", "conv", pw_roles, {r: shapes["pointwise_kernel" if r == "kernel" else r]
+                                                                 for r in pw_roles},
+                        order_of[roles["pointwise_kernel"]])
+    return [depthwise, pointwise]
+
+
+def _recurrent_notes(name: str, cls: str, cfg, facts: KerasFacts) -> None:
+    """A recurrent layer whose activations torch's nn.LSTM/GRU/RNN do not compute: said in the
+    report (the weights map either way; tf2pt.nn's layers compute it)."""
+    if not isinstance(cfg, dict):
+        return
+    def act_name(v):  # a serialized activation ({"class_name": ..., "config": {"name": ...}}): its name
+        if isinstance(v, dict):
+            inner = v.get("config") if isinstance(v.get("config"), dict) else {}
+            return inner.get("name") or v.get("class_name")
+        return v
+
+    act, rec = act_name(cfg.get("activation", "tanh")), act_name(cfg.get("recurrent_activation", "sigmoid"))
+    if cls == "SimpleRNN":
+        rec = "sigmoid"
+    if act != "tanh" or rec != "sigmoid":
+        facts.notes.append(f"Keras layer {name} uses activation {act!r} / recurrent_activation {rec!r}: torch's "
+                           f"nn.{'RNN' if cls == 'SimpleRNN' else cls} hard-codes tanh/sigmoid; tf2pt.nn's layers "
+                           "(tf2pt.keras_rules.recurrent_module) compute it")

@@ -54,7 +54,8 @@ def _input_shape(proposal, graph_io, model_input: Optional[List[int]]) -> Option
 def settle_ties(proposal, checkpoint, graph, model, input_shape=None) -> None:
     ties = [p for p in proposal.pairs if p.tie]
     if graph is None:
-        proposal.tie_check = "no graph beside the checkpoint to run: ties decided by order"
+        proposal.tie_check = ("a Keras file: ties decided by the model's layer order" if proposal.framework == "Keras"
+                              else "no graph beside the checkpoint to run: ties decided by order")
         return
     io = proposal.graph_io
     if not io.get("input"):

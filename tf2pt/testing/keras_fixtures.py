@@ -6,7 +6,11 @@ variances away from 1 and means away from 0):
 
 * ``cnn``: Conv2D (stride 2, ``padding="same"``), BatchNormalization, Flatten, and a nested
   Sequential model of two Dense layers;
-* ``rnn``: Embedding, Bidirectional LSTM, GRU (``reset_after=True``), Dense.
+* ``rnn``: Embedding, Bidirectional LSTM, GRU (``reset_after=True``), Dense;
+* ``sep`` (for ``tf2pt map``, not in :func:`all_cases`): DepthwiseConv2D (multiplier 2, no
+  bias), BatchNormalization, ReLU, SeparableConv2D, BatchNormalization, global average pooling,
+  Dense. Both depthwise kernels become ``[6, 1, 3, 3]`` torch weights: only the torch modules'
+  ``groups`` (3 against 6) tell them apart.
 
 :func:`write` saves one in one format and returns the path a user would pass to tf2pt:
 
@@ -63,6 +67,16 @@ def build(keras, kind: str, seed: int = 0):
         x = L.GRU(2, reset_after=True)(x)
         out = L.Dense(2)(x)
         model = keras.Model(inp, out, name="rnn")
+    elif kind == "sep":
+        inp = keras.Input((8, 8, 3))
+        x = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", use_bias=False, name="dw")(inp)
+        x = L.BatchNormalization(name="dw_bn")(x)
+        x = L.ReLU()(x)
+        x = L.SeparableConv2D(8, 3, padding="same", name="sep")(x)
+        x = L.BatchNormalization(name="sep_bn")(x)
+        x = L.GlobalAveragePooling2D()(x)
+        out = L.Dense(3, name="fc")(x)
+        model = keras.Model(inp, out, name="sep")
     else:
         raise ValueError(kind)
     rng = np.random.default_rng(seed)
@@ -83,6 +97,8 @@ def data(kind: str, seed: int = 0):
     rng = np.random.default_rng(seed + 100)
     if kind == "cnn":
         return rng.standard_normal((4, 8, 8, 2)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
+    if kind == "sep":
+        return rng.standard_normal((4, 8, 8, 3)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
     return rng.integers(0, 11, (4, 5)).astype(np.int32), rng.standard_normal((4, 2)).astype(np.float32)
 
 

@@ -79,7 +79,7 @@ class VerifyReport:
             f"  compared:       {d['error_scope']}",
             f"  max rel error:  {d['max_rel_error']:.3e}   mean abs error: {d['mean_abs_error']:.3e}",
             f"  output range:   {d['output_range']:.4g}   error / range: {d['max_abs_error_over_range']:.3e}",
-            f"  label agreement {d['argmax_agreement'] * 100:.4f}% of {d['voxels']} voxels "
+            f"  label agreement {_agreement_text(d['argmax_agreement'], d['voxels'])} "
             f"(min {d['thresholds']['min_agreement'] * 100:.4f}%)",
             f"  non-finite:     TF {d['nonfinite']['tf']}, PyTorch {d['nonfinite']['torch']}",
         ]
@@ -99,6 +99,15 @@ class VerifyReport:
         if d.get("reason"):
             lines.append(f"  reason: {d['reason']}")
         return "\n".join(lines)
+
+
+def _agreement_text(agreement: float, voxels: int) -> str:
+    """``100% of N voxels``, or how many differ: a rounded percentage never says 100% for a
+    run where some voxel's label differs."""
+    differ = int(round((1.0 - agreement) * voxels))
+    if differ == 0:
+        return f"100% of {voxels} voxels"
+    return f"{agreement * 100:.6f}% of {voxels} voxels ({differ} differ)"
 
 
 def _windowed_summary(w: Dict[str, Any]) -> List[str]:
@@ -379,6 +388,11 @@ def _per_layer(ref: Reference, pt_layers: Dict[str, np.ndarray], spec, modules: 
     for layer in spec.layers:
         if layer not in ref.layer_names or layer not in pt_layers:
             continue
+        if ref.layer(layer).shape != pt_layers[layer].shape:  # e.g. a graph tensor inside space_to_batch
+            rows.append({"layer": layer, "module": modules[layer], "max_abs_error": None, "max_rel_error": None,
+                         "status": f"not compared: TF {list(ref.layer(layer).shape)}, torch "
+                                   f"{list(pt_layers[layer].shape)}"})
+            continue
         lm = compare(ref.layer(layer), pt_layers[layer]).metrics
         ok = lm["max_abs_error_over_range"] <= DEFAULT_ATOL_FRACTION and not any(lm["nonfinite"].values())
         if not ok and first_bad is None:
@@ -423,8 +437,8 @@ def _per_layer_lines(d: Dict[str, Any]) -> List[str]:
     if d.get("per_layer"):
         lines.append("  per layer (max abs / rel to range):")
         for row in d["per_layer"]:
-            lines.append(f"    {row['layer']:<12} {row['module']:<36} {row['max_abs_error']:.3e} "
-                         f"{row['max_rel_error']:.3e}  {row['status']}")
+            errs = " ".join("-" * 9 if row[k] is None else f"{row[k]:.3e}" for k in ("max_abs_error", "max_rel_error"))
+            lines.append(f"    {row['layer']:<12} {row['module']:<36} {errs}  {row['status']}")
         if d.get("first_divergent_layer"):
             lines.append(f"  first divergent layer: {d['first_divergent_layer']}")
     return lines

@@ -196,7 +196,9 @@ class GraphSession:
     """The original graph, imported, checked and given its checkpoint values once; ``run(x)``
     then feeds ``x`` (``C, D, H, W``) and fetches the output, as often as needed (one volume, or
     every window of a windowed verify). Raises ``KeyError`` (:class:`MissingTensor`) when a
-    tensor is not in the graph.
+    tensor is not in the graph. ``layer_tensors`` (``{layer: tensor name}``, a mapping's
+    ``VerifySpec.layer_tensors``): :meth:`run_layers` also fetches those (a layer whose tensor
+    the graph lacks is left out).
 
     Nothing of the graph runs but the ops computing ``tf_output`` from the feeds, each checked
     first (:mod:`.graphcheck`; ``trust_graph`` skips that). Its SaverDef restore op never runs:
@@ -204,7 +206,8 @@ class GraphSession:
     assigned by ops tf2pt adds."""
 
     def __init__(self, tf, kind: str, path: str, prefix: Optional[str], spec, tf_input: str, tf_output,
-                 trust_graph: bool = False, notes: Optional[list] = None):
+                 trust_graph: bool = False, notes: Optional[list] = None,
+                 layer_tensors: Optional[Dict[str, str]] = None):
         """``tf_output``: a tensor name, or a list of them (:meth:`fetch` returns each)."""
         from . import graphcheck
 
@@ -222,10 +225,17 @@ class GraphSession:
                 tensor, val = _feed_value(graph, name, value)
                 self._feeds[tensor] = val
             fed = [t.name for t in [self._inp, *self._feeds]]
-            ran = graphcheck.closure(graph_def, outputs, fed)
+            self._layers: Dict[str, Any] = {}
+            for layer, name in dict(layer_tensors or {}).items():
+                try:
+                    self._layers[layer] = graph.get_tensor_by_name(name)
+                except (KeyError, ValueError):
+                    continue
+            wanted = outputs + [t.name for t in self._layers.values()]
+            ran = graphcheck.closure(graph_def, wanted, fed)
             if not trust_graph:
                 graphcheck.check_saver(graph_def, restore_op, path)
-                graphcheck.check_run(graph_def, outputs, fed, path)
+                graphcheck.check_run(graph_def, wanted, fed, path)
             if notes is not None:
                 notes.extend(graphcheck.io_elsewhere(graph_def, ran))
             assigns, values = _restore_ops(tf, graph, graph_def, ran, slices, prefix, path)
@@ -242,10 +252,20 @@ class GraphSession:
         feeds = {self._inp: _to_channels_last(x).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
         return self._sess.run(self._out, feeds)
 
+    def run_layers(self, x: np.ndarray):
+        """``(output, {layer: its tensor})`` for ``x``, in one run, as fetched."""
+        feeds = {self._inp: _to_channels_last(x).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
+        return self._sess.run([self._out, self._layers], feeds)
+
     def fetch(self, value: np.ndarray) -> list:
         """Every output for ``value`` fed as it is (TF's layout, batch axis first), as fetched."""
         feeds = {self._inp: np.asarray(value).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
         return self._sess.run(self._outs, feeds)
+
+    def fetch_layers(self, value: np.ndarray) -> Dict[str, np.ndarray]:
+        """The layer tensors for ``value`` fed as it is (TF's layout, batch axis first), as fetched."""
+        feeds = {self._inp: np.asarray(value).astype(self._inp.dtype.as_numpy_dtype), **self._feeds}
+        return self._sess.run(self._layers, feeds) if self._layers else {}
 
     @property
     def input_spec(self):
@@ -500,12 +520,15 @@ class GraphModel(TFModel):
     arrays in TF's layout. A tensor the graph lacks raises :class:`MissingTensor`."""
 
     def __init__(self, tf, kind: str, path: str, prefix: Optional[str], spec, tf_input: str, tf_outputs,
-                 *, trust_graph: bool = False, notes: Optional[list] = None, why: str = "graph"):
+                 *, trust_graph: bool = False, notes: Optional[list] = None, why: str = "graph",
+                 per_layer: bool = False):
         super().__init__()
         self.path = path
         self.what, self.reason = f"the {why}", f"ran the {why}"
         self.outputs = list(tf_outputs)
-        self._session = GraphSession(tf, kind, path, prefix, spec, tf_input, self.outputs, trust_graph, notes)
+        layer_tensors = getattr(spec, "layer_tensors", None) if per_layer else None
+        self._session = GraphSession(tf, kind, path, prefix, spec, tf_input, self.outputs, trust_graph, notes,
+                                     layer_tensors=layer_tensors)
         self.inputs = {tf_input: self._session.input_spec}
         if kind == "frozen":
             self.variables = TFGraphConstants(tf, path)
@@ -513,6 +536,12 @@ class GraphModel(TFModel):
     def __call__(self, inputs):
         (x,) = inputs.values()
         return dict(zip(self.outputs, (np.asarray(r) for r in self._session.fetch(x))))
+
+    def layer_outputs(self, inputs, names) -> Dict[str, np.ndarray]:
+        """The graph's own tensors for the layers (``VerifySpec.layer_tensors``) it has."""
+        (x,) = inputs.values()
+        got = self._session.fetch_layers(x)
+        return {k: np.asarray(got[k]) for k in names if k in got}
 
     def close(self) -> None:
         self._session.close()
@@ -635,7 +664,7 @@ def _no_tf_side(why: str, mapping, checkpoint) -> InputError:
 
 
 def open_graph(tf, checkpoint, spec, tf_input: str, tf_output: str, given, trust_graph: bool,
-               timings: Dict[str, float], meta: Dict[str, Any]):
+               timings: Dict[str, float], meta: Dict[str, Any], layer_tensors: Optional[Dict[str, str]] = None):
     """``(session, kind, path, why)``: a :class:`GraphSession` on the checkpoint's original
     graph (``meta`` then says so), or ``None`` with ``why`` there is none. A tensor the user named
     (``given`` holds ``--tf-input``/``--tf-output`` when they did) that the graph lacks is an
@@ -646,7 +675,8 @@ def open_graph(tf, checkpoint, spec, tf_input: str, tf_output: str, given, trust
         return None, kind, path, why
     start = time.perf_counter()
     try:
-        session = GraphSession(tf, kind, path, prefix, spec, tf_input, tf_output, trust_graph, meta["tf_notes"])
+        session = GraphSession(tf, kind, path, prefix, spec, tf_input, tf_output, trust_graph, meta["tf_notes"],
+                               layer_tensors)
     except MissingTensor as exc:
         option = "--tf-input" if exc.name == tf_input else "--tf-output"
         if option in given:  # the user named it: an error, never a silent fallback
@@ -683,17 +713,24 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
     forward pass, the reference forward)."""
     tf, spec, given, tf_input, tf_output, meta = _tf_request(mapping, tf_input, tf_output)
     timings = meta["timings"]
-    session, kind, path, why = open_graph(tf, checkpoint, spec, tf_input, tf_output, given, trust_graph, timings, meta)
+    layer_tensors = dict(getattr(spec, "layer_tensors", None) or {}) if per_layer else {}
+    session, kind, path, why = open_graph(tf, checkpoint, spec, tf_input, tf_output, given, trust_graph, timings, meta,
+                                          layer_tensors)
     output = None
+    layers: Dict[str, np.ndarray] = {}
     if session is not None:
         try:
             start = time.perf_counter()
-            output = session.run(x)
+            if layer_tensors:  # the layers' outputs from the original graph itself, in the same run
+                output, fetched = session.run_layers(x)
+                layers = {k: _to_channels_first(v) for k, v in fetched.items()}
+                meta["layers_from"] = "original-graph"
+            else:
+                output = session.run(x)
             timings["tf_forward_seconds"] = time.perf_counter() - start
         finally:
             session.close()
-    layers: Dict[str, np.ndarray] = {}
-    if output is None or per_layer:
+    if output is None or (per_layer and not layers):
         if spec.tf_reference is None:
             if output is None:
                 raise _no_tf_side(why, mapping, checkpoint)
@@ -714,7 +751,8 @@ def compute_reference(checkpoint, mapping, x: np.ndarray, *, tf_input: Optional[
 
 
 def open_model(tf, checkpoint, spec, *, signature: Optional[str] = None, trust_graph: bool = False,
-               notes: Optional[list] = None, tf_input: Optional[str] = None, tf_outputs=None) -> TFModel:
+               notes: Optional[list] = None, tf_input: Optional[str] = None, tf_outputs=None,
+               per_layer: bool = False) -> TFModel:
     """The :class:`TFModel` for ``checkpoint``: a Keras file's model (:func:`.kerasside.open_keras`),
     a TF2 SavedModel's signature (``signature``, else the mapping's, else ``serving_default``), or
     a TF1 graph (:class:`GraphModel`: ``tf_input`` / ``tf_outputs``, else the mapping's; a tensor
@@ -742,7 +780,7 @@ def open_model(tf, checkpoint, spec, *, signature: Optional[str] = None, trust_g
     try:
         prefix = str(checkpoint.prefix) if getattr(checkpoint, "prefix", None) else None
         return GraphModel(tf, kind, path, prefix, spec, tf_input, outputs, trust_graph=trust_graph, notes=notes,
-                          why=why)
+                          why=why, per_layer=per_layer)
     except MissingTensor as exc:
         if exc.name == tf_input:
             option = "--tf-input" if given_input else "the mapping's tf_input"
@@ -771,7 +809,7 @@ def compute_signature_reference(checkpoint, mapping, *, signature: Optional[str]
     meta: Dict[str, Any] = {"tf_version": tf.__version__, "tf_device": "cpu", "tf_notes": []}
     start = time.perf_counter()
     model = open_model(tf, checkpoint, spec, signature=signature, trust_graph=trust_graph, notes=meta["tf_notes"],
-                       tf_input=tf_input, tf_outputs=tf_outputs)
+                       tf_input=tf_input, tf_outputs=tf_outputs, per_layer=per_layer)
     timings["tf_graph_load_seconds"] = time.perf_counter() - start
     layers: Dict[str, np.ndarray] = {}
     try:
@@ -782,9 +820,6 @@ def compute_signature_reference(checkpoint, mapping, *, signature: Optional[str]
             start = time.perf_counter()
             layers = model.layer_outputs(inputs, list(spec.layers))
             timings["tf_layers_seconds"] = time.perf_counter() - start
-        elif per_layer and spec.tf_reference is None:
-            raise InputError(f"--per-layer: {model.what} has no named layers and the mapping no tf_reference",
-                             path=model.path, hint="give the mapping a tf_reference returning {layer: output}")
     finally:
         close = getattr(model, "close", None)
         if close is not None:
@@ -809,6 +844,11 @@ def compute_signature_reference(checkpoint, mapping, *, signature: Optional[str]
                  for r, o in zip(ref_outs, outs.values()) if np.shape(r) == np.shape(o)]
         if diffs:
             meta["reference_vs_graph_max_abs"] = max(diffs)
+    if per_layer and not layers:
+        raise InputError(f"--per-layer: neither {model.what} nor the mapping's tf_reference gives the layers "
+                         f"{', '.join(spec.layers)}", path=model.path,
+                         hint="a Keras model's layer names, VerifySpec.layer_tensors for a graph, or a tf_reference "
+                              "returning {layer: output}")
     meta["timings"] = timings
     return {"inputs": {k: inputs[k] for k in order}, "outputs": outs, "layers": layers, "meta": meta}
 
