@@ -11,6 +11,8 @@ matcher finds the order by running the torch model (see tf2pt.automap.torchmodul
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -124,6 +126,16 @@ def test_keras_file_maps_into_a_plain_torch_model_that_equals_keras(case, keras_
     assert all(isinstance(m, PLAIN) for m in model.modules() if not list(m.children())), list(model.modules())
     with torch.no_grad():
         assert_close(model(torch_input(x)), expected)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[2] != "weights_h5"], ids=kf.case_id)
+def test_verify_with_model_runs_the_keras_file_through_keras(case, keras_file, cli_run, tmp_path):
+    path, _, _ = keras_file(case)
+    r = cli_run("verify", path, "--model", f"{MODELS}:{FACTORY[case[1]]}", "--json", tmp_path / "r.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["passed"] is True and report["tf_side"] == "original-graph" and "ran the Keras model" in report["tf_side_reason"]
+    assert all(o["max_abs_error"] <= o["atol"] for o in report["outputs"])
 
 
 def test_convert_with_model_in_one_step(keras_file, cli_run, tmp_path):

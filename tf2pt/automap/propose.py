@@ -40,6 +40,9 @@ class Proposal:
     #: the input the model's forward ran on (shape; token ids below ``int_high`` where set)
     input_shape: Optional[List[int]] = None
     int_high: Optional[int] = None
+    #: a Keras file that holds its model (``.keras``, a full-model ``.h5``): verify runs it
+    #: through Keras itself, so the mapping needs no tensor names
+    keras_model_file: bool = False
 
     def rule_name(self, tf_name: str) -> str:
         return self.rule_names.get(tf_name, tf_name)
@@ -234,7 +237,8 @@ def propose_mapping(checkpoint, model: str, model_kwargs=None, *, input_shape: O
             in_channels=int(guess[1]) if guess and len(guess) > 2 and layers and layers[0].kind in SPATIAL_KINDS
             else None, rule_names=rule_names,
             framework="Keras" if keras else ("TensorFlow frozen GraphDef" if ckpt.kind == "graphdef" else "TensorFlow"),
-            input_shape=list(guess) if guess else None, int_high=high)
+            input_shape=list(guess) if guess else None, int_high=high,
+            keras_model_file=keras and getattr(ckpt, "model_config", None) is not None)
         if facts is not None:
             proposal.notes.extend(facts.notes)
         if not torch_order.startswith("execution"):

@@ -81,7 +81,7 @@ def render(p) -> str:
     has_verify = bool(io.get("input") and io.get("output"))
     layer_pairs = p.layer_pairs if has_verify else []
     layer_names = p.layer_names() if has_verify else []
-    if has_verify:
+    if has_verify or p.keras_model_file:
         imports.append("VerifySpec")
     if is_file_module(module):
         w("import os")
@@ -171,6 +171,10 @@ def render(p) -> str:
                 w(f"        {_s(n)}: {_s(q.tf.tensors['output'])},")
             w("    },")
         w(")")
+    elif p.keras_model_file:
+        w("# 6. verify facts: the file holds its Keras model, which `tf2pt verify` runs through Keras itself")
+        w("#    (safe_mode; inputs from the model's own input specs, every output compared)")
+        w("VERIFY = VerifySpec()")
     else:
         w("# 6. verify facts: none could be read off the checkpoint (no graph with one input and one")
         w("#    output); write a VerifySpec (docs/mappings.md) to use `tf2pt verify` with this file")
