@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..errors import InputError, MappingError, UnsupportedError
-from .tfside import TFModel, _ReadOnlyArrays
+from .tfmodels import TFModel, _ReadOnlyArrays
 
 #: module prefixes a Keras config may name when tf_keras loads it (it imports them)
 KERAS_MODULES = ("keras", "tf_keras", "builtins")

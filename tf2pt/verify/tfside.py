@@ -25,12 +25,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from ..errors import DependencyError, InputError, Tf2ptError
+from .tfmodels import TFModel, _ReadOnlyArrays
 
 REQUEST_KEYS = ("checkpoint", "mapping", "input", "output", "tf_input", "tf_output", "per_layer", "trust_graph")
 
@@ -47,38 +47,6 @@ def import_tf():
 
 def _session_config(tf):
     return tf.compat.v1.ConfigProto(device_count={"GPU": 0})  # the reference is computed on CPU
-
-
-class _ReadOnlyArrays(Mapping):
-    """A read-only mapping of names to arrays: ``name in v``, ``v[name]``, ``len(v)``,
-    iteration and ``keys()``/``items()``/``values()``/``get()`` in sorted name order; no
-    assignment. A missing name is a ``KeyError`` naming the closest names."""
-
-    def _names(self):
-        raise NotImplementedError
-
-    def _read(self, name: str) -> np.ndarray:
-        raise NotImplementedError
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._names():
-            import difflib
-
-            close = difflib.get_close_matches(name, list(self._names()), n=3, cutoff=0.3)
-            raise KeyError(f"{name!r} is not here" + (f"; closest: {', '.join(close)}" if close else ""))
-        return self._read(name)
-
-    def __contains__(self, name) -> bool:
-        return name in self._names()
-
-    def __iter__(self):
-        return iter(sorted(self._names()))
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__}: {len(self)} arrays>"
 
 
 class TFVariables(_ReadOnlyArrays):
@@ -481,36 +449,6 @@ def read_image(path: str, wanted, what: str = "the signature") -> np.ndarray:
     except Exception as exc:  # Pillow raises many types for bad files
         raise InputError(f"cannot read the image: {type(exc).__name__}: {exc}", path=path) from None
     return data[..., None] if data.ndim == 2 else data
-
-
-class TFModel:
-    """What the TF side runs for a model with named inputs: a TF2 SavedModel's signature
-    (:class:`SignatureModel`), a Keras model (:mod:`.kerasside`), or a mapping's ``tf_reference``.
-
-    ``inputs``: ``{name: (numpy dtype, shape with None for unknown sizes, or None)}`` in the
-    model's order; ``outputs``: the output names in order; ``what``: how messages name it
-    ("signature 'serving_default'", "the Keras model in m.keras"); ``side`` and ``reason``: the
-    report's ``tf_side`` and ``tf_side_reason``; ``int_high``: the bound of synthetic integer
-    inputs the model itself declares (an Embedding's ``input_dim``), if any; ``variables``: the
-    weights as TF or Keras read them, for the mapping's ``tf_reference``. :meth:`load` does the
-    heavy part (once the request is checked), calling it runs the model on numpy arrays."""
-
-    what = "the model"
-    side = "original-graph"
-    reason = ""
-    path = ""
-    int_high: Optional[int] = None
-    variables: Any = None
-
-    def __init__(self):
-        self.inputs: Dict[str, Tuple[Any, Optional[tuple]]] = {}
-        self.outputs: list = []
-
-    def load(self) -> None:
-        """Load the model (after the request is checked); a no-op where it is loaded already."""
-
-    def __call__(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        raise NotImplementedError
 
 
 class GraphModel(TFModel):
