@@ -393,13 +393,18 @@ def _per_layer(ref: Reference, pt_layers: Dict[str, np.ndarray], spec, modules: 
                          "status": f"not compared: TF {list(ref.layer(layer).shape)}, torch "
                                    f"{list(pt_layers[layer].shape)}"})
             continue
-        lm = compare(ref.layer(layer), pt_layers[layer]).metrics
-        ok = lm["max_abs_error_over_range"] <= DEFAULT_ATOL_FRACTION and not any(lm["nonfinite"].values())
-        if not ok and first_bad is None:
+        rows.append(_layer_row(layer, modules[layer], compare(ref.layer(layer), pt_layers[layer]).metrics))
+        if rows[-1]["status"] != "ok" and first_bad is None:
             first_bad = layer
-        rows.append({"layer": layer, "module": modules[layer], "max_abs_error": lm["max_abs_error"],
-                     "max_rel_error": lm["max_abs_error_over_range"], "status": "ok" if ok else "DIVERGES"})
     return rows, first_bad
+
+
+def _layer_row(layer: str, module: str, lm: Dict[str, Any]) -> Dict[str, Any]:
+    """One per-layer row: ok while the error is within the default fraction of the layer's range
+    and nothing is non-finite."""
+    ok = lm["max_abs_error_over_range"] <= DEFAULT_ATOL_FRACTION and not any(lm["nonfinite"].values())
+    return {"layer": layer, "module": module, "max_abs_error": lm["max_abs_error"],
+            "max_rel_error": lm["max_abs_error_over_range"], "status": "ok" if ok else "DIVERGES"}
 
 
 def _layer_to_tf(pt: np.ndarray, tf_shape, spec) -> np.ndarray:
@@ -424,11 +429,9 @@ def _per_layer_named(ref: Reference, pt_layers: Dict[str, np.ndarray], spec, mod
             continue
         tf_out = ref.layer(layer)
         lm = compare_output(f"layer {layer}", tf_out, _layer_to_tf(pt_layers[layer], tf_out.shape, spec), "regression")
-        ok = lm["max_abs_error_over_range"] <= DEFAULT_ATOL_FRACTION and not any(lm["nonfinite"].values())
-        if not ok and first_bad is None:
+        rows.append(_layer_row(layer, modules[layer], lm))
+        if rows[-1]["status"] != "ok" and first_bad is None:
             first_bad = layer
-        rows.append({"layer": layer, "module": modules[layer], "max_abs_error": lm["max_abs_error"],
-                     "max_rel_error": lm["max_abs_error_over_range"], "status": "ok" if ok else "DIVERGES"})
     return rows, first_bad
 
 
@@ -693,8 +696,9 @@ def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_me
                      device, allow_tf32, tf_input, tf_output, trust_graph, max_memory, window, border, atol,
                      min_agreement, figure, timings, t0, progress=None) -> VerifyReport:
     """:func:`verify`, window by window (see :mod:`.windowed`): TF's child loads the graph once
-    while torch builds the model; a probe window on each side measures what a voxel costs; the
-    grid is planned to fit ``max_memory``; then each window runs on both sides in turn."""
+    while torch builds the model; without ``window``, two probe windows on each side measure what
+    a voxel costs and the grid is planned to fit ``max_memory``; then each window runs on both
+    sides in turn."""
     from . import windowed as win
     from .compare import StreamingComparison
 
@@ -749,7 +753,7 @@ def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_me
         windows = win.plan_grid(shape, window, border)
         acc = None
         tf_seconds = pt_seconds = 0.0
-        compare_start = 0.0
+        compare_seconds = 0.0
         for n, w in enumerate(windows, start=1):
             idle = win.rss_bytes()  # this process, while TF runs the window
             tf_core, answer = child.run(w.box, w.core)
@@ -758,7 +762,7 @@ def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_me
             if acc is None:
                 acc = StreamingComparison(shape, tf_core.shape[0], spec.threshold)
             acc.add(tf_core, pt_out[(slice(None),) + w.core_in_window()], w.core_slices())
-            compare_start += time.perf_counter() - start
+            compare_seconds += time.perf_counter() - start
             del tf_core, pt_out
             tf_seconds += answer["seconds"]
             pt_seconds += info["torch_forward_seconds"]
@@ -772,7 +776,7 @@ def _verify_windowed(checkpoint_path, m, t, spec, ckpt, entries, kwargs, ckpt_me
     except BaseException:
         child.stop()
         raise
-    timings.update(tf_forward_seconds=tf_seconds, torch_forward_seconds=pt_seconds, compare_seconds=compare_start,
+    timings.update(tf_forward_seconds=tf_seconds, torch_forward_seconds=pt_seconds, compare_seconds=compare_seconds,
                    tf_process_seconds=time.perf_counter() - tf_start)
     grid = win.grid_summary(windows, shape, window, border, exact)
     grid.update(max_memory_bytes=max_memory, memory_plan=estimate,

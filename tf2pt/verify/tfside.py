@@ -812,12 +812,15 @@ def main(argv=None) -> int:
             from .windowed import serve_windows
 
             x = load_npy(request["input"], "input")
+            # the protocol keeps stdout to itself: whatever TF or Keras print goes to stderr
+            protocol = os.fdopen(os.dup(1), "w")
+            os.dup2(2, 1)
             with open_checkpoint(request["checkpoint"]) as ckpt:
                 forward, close, meta = window_forward(ckpt, mapping, tf_input=request.get("tf_input"),
                                                       tf_output=request.get("tf_output"),
                                                       trust_graph=request.get("trust_graph", False))
                 try:
-                    serve_windows(forward, x, meta)
+                    serve_windows(forward, x, meta, stdout=protocol)
                 finally:
                     close()
             return 0
