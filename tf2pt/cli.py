@@ -566,7 +566,7 @@ def _parse_sizes(value):
                    "(file I/O, Python, custom ops). Off by default: see docs/reliability.md.")
 @click.option("--max-memory", default=None, metavar="SIZE",
               help="Compare a 3-D volume window by window, TF and PyTorch together within SIZE of memory "
-                   "(e.g. 4GiB): the windows are sized from a measured probe. See docs/parity.md.")
+                   "(e.g. 4GiB): the windows are sized from measured probes. See docs/parity.md.")
 @click.option("--window", type=click.IntRange(1), nargs=3, default=None, metavar="D H W",
               help="Compare window by window with windows of this size (instead of sizing them by --max-memory).")
 @click.option("--window-border", type=click.IntRange(0), default=None, metavar="N",
