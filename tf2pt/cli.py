@@ -628,7 +628,6 @@ def _parse_memory(value):
 def _verify(checkpoint, mapping, target, volume, synthetic, input_file, signature, crop, device, json_path, figure,
             atol, min_agreement, per_layer, allow_tf32, tf_input, tf_output, save_reference, sample_voxels, reference,
             reference_cache, trust_graph, force, quiet, windowing):
-
     synthetic = _parse_sizes(synthetic)
     tf_outputs = list(tf_output)
     tf_output = tf_outputs[0] if len(tf_outputs) == 1 else None
