@@ -177,6 +177,17 @@ def _in_channels(mapping, kwargs: Dict[str, Any]) -> int:
     return int(kwargs.get("in_channels", mapping.source.meta.get("in_channels", 1)))
 
 
+def _planned(ckpt, m, t, timings):
+    """``(entries, model kwargs, checkpoint meta)``: the conversion planned (timed as
+    ``plan_seconds``), so a damaged or mismatched checkpoint is said before TF starts."""
+    from ..conversion import prepare
+
+    start = time.perf_counter()
+    _, entries, conv_report = prepare(ckpt, m, t.name)
+    timings["plan_seconds"] = time.perf_counter() - start
+    return entries, conv_report.model_kwargs, checkpoint_meta(ckpt)
+
+
 def _torch_side(ckpt, entries, target, kwargs, device, timings):
     """torch's import, the converted tensors and the loaded target model, each phase timed:
     ``(model, device)``. A declared spec that the model disagrees with is a MappingError."""
@@ -620,17 +631,12 @@ def verify(checkpoint_path, mapping="highresnet", target: Optional[str] = None, 
         from ..write.atomic import check_output
 
         check_output(figure, force)
-    from ..conversion import prepare
     from ..read import open_checkpoint
 
     with open_checkpoint(checkpoint_path) as ckpt, tempfile.TemporaryDirectory(prefix="tf2pt-verify-") as workdir:
         # plan first: a damaged or mismatched checkpoint is reported by tf2pt's reader and the
         # mapping's checks, in one line, before TensorFlow starts
-        start = time.perf_counter()
-        _, entries, conv_report = prepare(ckpt, m, t.name)
-        kwargs = conv_report.model_kwargs
-        ckpt_meta = checkpoint_meta(ckpt)
-        timings["plan_seconds"] = time.perf_counter() - start
+        entries, kwargs, ckpt_meta = _planned(ckpt, m, t, timings)
         child = ref = cached = None
         if device.startswith("cuda") and not _cuda_visible():
             pick_device(device)  # says why, before TF starts
@@ -910,16 +916,11 @@ def verify_signature(checkpoint_path, m, t, spec, *, synthetic, input_file, devi
     inputs made from the model's input specs (or ``input_file``); torch runs the converted model
     on the same inputs, moved to its layout; every output is compared with the metrics that fit
     its kind."""
-    from ..conversion import prepare
     from ..read import open_checkpoint
     from .compare import compare_output, verdict_output
 
     with open_checkpoint(checkpoint_path) as ckpt, tempfile.TemporaryDirectory(prefix="tf2pt-verify-") as workdir:
-        start = time.perf_counter()
-        _, entries, conv_report = prepare(ckpt, m, t.name)
-        kwargs = conv_report.model_kwargs
-        ckpt_meta = checkpoint_meta(ckpt)
-        timings["plan_seconds"] = time.perf_counter() - start
+        entries, kwargs, ckpt_meta = _planned(ckpt, m, t, timings)
         if device.startswith("cuda") and not _cuda_visible():
             pick_device(device)
         cached = None
