@@ -58,14 +58,24 @@ def run(cmd, stdout=subprocess.DEVNULL):
 
 
 def measure(name, cmd, repeat, cleanup=None):
-    walls, rss = [], []
+    return measure_rounds([(name, cmd)], repeat, cleanup)[0]
+
+
+def measure_rounds(commands, repeat, cleanup=None):
+    """Time each ``(name, cmd)`` ``repeat`` times, in rounds: every command once per round, so
+    that a drift of the machine (a VM's memory being backed, another tenant's load) falls on
+    every path alike rather than on whichever ran during it; the median of each."""
+    walls = {name: [] for name, _ in commands}
+    rss = {name: [] for name, _ in commands}
     for _ in range(repeat):
-        if cleanup:
-            cleanup()
-        w, r = run(cmd)
-        walls.append(w)
-        rss.append(r)
-    return {"name": name, "wall": statistics.median(walls), "walls": walls, "rss": max(rss), "cmd": " ".join(map(str, cmd))}
+        for name, cmd in commands:
+            if cleanup:
+                cleanup()
+            w, r = run(cmd)
+            walls[name].append(w)
+            rss[name].append(r)
+    return [{"name": name, "wall": statistics.median(walls[name]), "walls": walls[name], "rss": max(rss[name]),
+             "cmd": " ".join(map(str, cmd))} for name, cmd in commands]
 
 
 def checkpoint(workdir: Path, size: int, tensors: int, shards: int) -> str:
@@ -208,15 +218,18 @@ def main(argv=None):
                 p.unlink()
             os.sync()  # no earlier run's dirty pages may be written back during the next one
 
-        cp = measure("cp (data files)", ["cp", *map(str, data), str(out)], args.repeat, clean)
-        sha = measure("sha256 of the source files alone (tf2pt's hashing; what --hash-sources adds)",
-                      [PY, "-c", SHA256, *map(str, data), prefix + ".index"], args.repeat, clean)
-        dump = measure("tf2pt dump -> safetensors", [PY, "-m", "tf2pt", "dump", prefix, "--state-dict", str(out / "d.safetensors"), "--quiet"], args.repeat, clean)
-        convi = measure("tf2pt convert -> safetensors (layout kept; default fingerprint)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "i.safetensors"), "--quiet"], args.repeat, clean)
-        convn = measure("tf2pt convert -> safetensors (layout kept, --hash-sources)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "n.safetensors"), "--quiet", "--hash-sources"], args.repeat, clean)
-        conv = measure("tf2pt convert -> safetensors (transposed; default fingerprint)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.safetensors"), "--quiet"], args.repeat, clean)
-        convtn = measure("tf2pt convert -> safetensors (transposed, --hash-sources)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "t.safetensors"), "--quiet", "--hash-sources"], args.repeat, clean)
-        convp = measure("tf2pt convert -> .pth (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.pth"), "--quiet"], args.repeat, clean)
+        commands = [
+            ("cp (data files)", ["cp", *map(str, data), str(out)]),
+            ("sha256 of the source files alone (tf2pt's hashing; what --hash-sources adds)",
+             [PY, "-c", SHA256, *map(str, data), prefix + ".index"]),
+            ("tf2pt dump -> safetensors", [PY, "-m", "tf2pt", "dump", prefix, "--state-dict", str(out / "d.safetensors"), "--quiet"]),
+            ("tf2pt convert -> safetensors (layout kept; default fingerprint)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "i.safetensors"), "--quiet"]),
+            ("tf2pt convert -> safetensors (layout kept, --hash-sources)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "identity_mapping.py"), "-o", str(out / "n.safetensors"), "--quiet", "--hash-sources"]),
+            ("tf2pt convert -> safetensors (transposed; default fingerprint)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.safetensors"), "--quiet"]),
+            ("tf2pt convert -> safetensors (transposed, --hash-sources)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "t.safetensors"), "--quiet", "--hash-sources"]),
+            ("tf2pt convert -> .pth (transposed)", [PY, "-m", "tf2pt", "convert", prefix, "-m", str(HERE / "generic_mapping.py"), "-o", str(out / "c.pth"), "--quiet"]),
+        ]
+        cp, sha, dump, convi, convn, conv, convtn, convp = measure_rounds(commands, args.repeat, clean)
         results += [cp, sha, dump, convi, convn, conv, convtn, convp]
         tf = None
         if not args.skip_tf:

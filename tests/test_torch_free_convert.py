@@ -154,21 +154,59 @@ def test_large_tensors_are_permuted_in_tiles_with_torchs_bytes(name, shape, dtyp
     assert bytes(array_bytes(as_array(entry, ckpt, Scratch()))) == bytes(tensor_bytes(as_tensor(entry, ckpt)))
 
 
-@pytest.mark.parametrize("shape, axes", [((1030, 700), (1, 0)), ((3, 3, 3, 64, 1000), (4, 3, 0, 1, 2)),
-                                         ((40, 50, 300), (2, 0, 1)), ((200, 9, 300), (0, 2, 1)),
-                                         ((6, 300, 7, 200), (1, 3, 0, 2))])
-def test_tiled_copy_equals_numpys_for_any_permutation(shape, axes, monkeypatch):
+@pytest.mark.parametrize("shape, axes, path", [
+    ((1024, 1024), (1, 0), "buffer"),  # a Dense kernel whose rows are 4 KiB apart
+    ((300, 7, 2048), (2, 0, 1), "buffer"),  # a swap of two blocks of axes is a 2-D transpose too
+    ((1030, 700), (1, 0), "numpy"),  # rows that do not compete for cache sets
+    ((40, 50, 300), (1, 2, 0), "numpy"), ((3, 3, 3, 64, 1000), (4, 3, 0, 1, 2), "tiles"),
+    ((200, 9, 300), (0, 2, 1), "tiles"), ((6, 300, 7, 200), (1, 3, 0, 2), "tiles")])
+def test_permuted_copy_equals_numpys_on_each_path(shape, axes, path, monkeypatch):
     from tf2pt.write import tensors
 
     value = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     view = value.transpose(axes)
     calls = []
     copyto = np.copyto
-    monkeypatch.setattr(tensors.np, "copyto", lambda dst, src: (calls.append(1), copyto(dst, src)))
+    monkeypatch.setattr(tensors.np, "copyto", lambda dst, src: (calls.append(src.base is not None), copyto(dst, src)))
+    buffered = []
+    through = tensors._transpose_through_buffer
+    monkeypatch.setattr(tensors, "_transpose_through_buffer", lambda o, s: (buffered.append(1), through(o, s)))
     out = np.empty(view.shape, view.dtype)
     tensors.blocked_copy(out, view)
-    assert len(calls) > 1  # it tiled
+    assert bool(buffered) == (path == "buffer")
+    assert (len(calls) > 1) == (path != "numpy")  # it tiled, or numpy copied it whole
     np.testing.assert_array_equal(out, view)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float16", "float32", "float64", "complex128", "bool"])
+@pytest.mark.parametrize("shape", [(1024, 256), (333, 2048), (2048, 1030)])
+def test_two_dimensional_transposes_and_their_slabs_equal_numpys(dtype, shape):
+    """Ragged blocks, every item size, and slabs (the first axis of the transposed view cut up,
+    as :func:`as_pieces` does): the buffer path gives numpy's values exactly."""
+    from tf2pt.write import tensors
+
+    value = (np.random.default_rng(2).standard_normal(shape) * 50).astype(dtype)
+    view = value.T
+    for start, stop in [(0, view.shape[0]), (0, 129), (65, 1000), (view.shape[0] - 3, view.shape[0])]:
+        piece = view[start:stop]
+        assert tensors._transposed_source(np.empty(piece.shape, piece.dtype), piece) is not None
+        out = np.empty(piece.shape, piece.dtype)
+        tensors.blocked_copy(out, piece, min_bytes=0)
+        np.testing.assert_array_equal(out, piece)
+        through = np.empty(piece.shape, piece.dtype)
+        source = tensors._transposed_source(through, piece)
+        tensors._transpose_through_buffer(through, source)  # the buffer itself, whatever the stride rule
+        np.testing.assert_array_equal(through, piece)
+
+
+def test_only_a_swap_of_two_blocks_of_axes_is_a_two_dimensional_transpose():
+    from tf2pt.write import tensors
+
+    value = np.zeros((4, 5, 6, 7), np.float32)
+    for axes, is_2d in [((1, 0, 2, 3), False), ((2, 3, 0, 1), True), ((3, 0, 1, 2), True), ((1, 2, 3, 0), True),
+                        ((3, 2, 0, 1), False), ((0, 1, 2, 3), False)]:
+        view = value.transpose(axes)
+        assert (tensors._transposed_source(np.empty(view.shape, view.dtype), view) is not None) == is_2d, axes
 
 
 def test_numpy_declines_what_only_torch_does_exactly():

@@ -123,7 +123,8 @@ class DependencyError(Tf2ptError):
 
     def __init__(self, package: str, purpose: str, extra: str | None = None):
         pip = f"pip install 'tf2pt[{extra}]'" if extra else f"pip install {package}"
-        super().__init__(f"{purpose} needs {package}, which is not installed", hint=pip)
+        which = "which are not installed" if ", " in package else "which is not installed"
+        super().__init__(f"{purpose} needs {package}, {which}", hint=pip)
 
 
 def did_you_mean(name: str, choices: Sequence[str]) -> str:

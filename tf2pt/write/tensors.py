@@ -112,15 +112,25 @@ def blocked_copy(out: np.ndarray, view: np.ndarray, lines: int = 16, min_run: in
     """``out[...] = view`` for a C-contiguous ``out`` and a permuted ``view``, in tiles.
 
     numpy copies in the destination's order, so a transposed source is read one element per
-    cache line (worst for power-of-two row strides, whose lines compete for the same cache sets). Each tile here spans the whole of the source's contiguous axis
-    and about ``lines`` source rows (the destination's innermost axes are taken whole while
-    they fit in ``2 * lines``, as a 3x3x3 kernel's 27 do), so the rows stay in cache until every
-    element of each line is used (docs/performance.md has the speeds measured). One thread:
-    splitting the tiles across threads lost more to the GIL than it gained.
-    Tensors under ``min_bytes`` (in cache anyway) and short contiguous runs keep numpy's copy.
+    cache line, worst for power-of-two row strides, whose lines compete for the same cache sets.
+    A 2-D transpose (a Dense kernel; any swap of two blocks of axes) with such rows goes through
+    a padded buffer (:func:`_transpose_through_buffer`); with other rows numpy's copy does as
+    well. Any other permutation is copied in tiles that span the whole of the source's
+    contiguous axis and about ``lines`` source rows (the destination's innermost axes are taken
+    whole while they fit in ``2 * lines``, as a 3x3x3 kernel's 27 do), so the rows stay in cache
+    until every element of each line is used (docs/performance.md has the speeds measured). One
+    thread: splitting the tiles across threads lost more to the GIL than it gained. Tensors
+    under ``min_bytes`` (in cache anyway) and short contiguous runs keep numpy's copy.
     """
-    if out.ndim < 2 or out.nbytes < min_bytes:
+    if out.ndim < 2 or out.nbytes < min_bytes or out.size == 0:
         np.copyto(out, view)
+        return
+    source = _transposed_source(out, view)
+    if source is not None:  # a 2-D transpose
+        if (source.strides[0] % ALIASING_ROW_BYTES) or min(source.shape) < TRANSPOSE_ROWS:
+            np.copyto(out, view)  # rows that do not compete for cache sets: numpy's copy does well
+        else:
+            _transpose_through_buffer(out.reshape(source.shape[1], source.shape[0]), source)
         return
     # the source's contiguous axis: its smallest stride (axes of length 1 have no stride to speak of)
     s = min(range(view.ndim), key=lambda a: abs(view.strides[a]) if view.shape[a] > 1 else 1 << 62)
@@ -142,6 +152,58 @@ def blocked_copy(out: np.ndarray, view: np.ndarray, lines: int = 16, min_run: in
         np.copyto(out[tile], view[tile])
 
 
+
+
+def _transposed_source(out: np.ndarray, view: np.ndarray) -> Optional[np.ndarray]:
+    """``view`` as the transpose of a 2-D array ``(R, C)`` whose rows are contiguous, where it is
+    one (a Dense kernel's ``(1, 0)``, or any permutation that swaps two blocks of axes, a slab of
+    either included), else ``None``. ``out`` (C-contiguous, ``view``'s shape) is then ``(C, R)``."""
+    for k in range(1, view.ndim):
+        first = _merged_stride(view.shape[:k], view.strides[:k])
+        second = _merged_stride(view.shape[k:], view.strides[k:])
+        rows, cols = int(np.prod(view.shape[:k])), int(np.prod(view.shape[k:]))
+        if first == view.itemsize and second is not None and second >= rows * view.itemsize:
+            return np.lib.stride_tricks.as_strided(view, (cols, rows), (second, first), writeable=False)
+    return None
+
+
+def _merged_stride(shape, strides) -> Optional[int]:
+    """The stride of ``shape``'s axes merged into one in C order, or ``None`` where they do not
+    merge without a copy (axes of length 1 have no stride to speak of)."""
+    axes = [(n, s) for n, s in zip(shape, strides) if n != 1]
+    if not axes:
+        return None
+    for (_, outer), (n, inner) in zip(axes, axes[1:]):
+        if outer != inner * n:
+            return None
+    return axes[-1][1]
+
+
+#: :func:`_transpose_through_buffer`'s block: source rows copied at a time, and row length
+TRANSPOSE_ROWS, TRANSPOSE_COLS = 64, 1024
+#: source rows a multiple of this many bytes apart compete for the same cache sets when read
+#: down a column (a 2-D transpose goes through the buffer then; other strides do as well
+#: with numpy's own copy, measured on the shapes in docs/performance.md)
+ALIASING_ROW_BYTES = 1024
+
+
+def _transpose_through_buffer(out: np.ndarray, source: np.ndarray) -> None:
+    """``out[...] = source.T`` for a 2-D ``source`` with contiguous rows, block by block through
+    a small buffer whose row length is padded by a cache line. Read straight from the source, a
+    transposed copy touches one cache line per element, and rows a power of two of bytes apart
+    compete for the same cache sets (a 1024x1024 float32 kernel ran at about 1.5 GiB/s here);
+    the buffer's padded rows fall in different sets, so each block of 64 x 1024 elements is
+    read once in order and then transposed within the L2 cache (about 4 GiB/s here)."""
+    r, c = source.shape
+    pad = max(1, 64 // source.itemsize)
+    buf = np.empty((TRANSPOSE_ROWS, TRANSPOSE_COLS + pad), source.dtype)
+    for j in range(0, r, TRANSPOSE_ROWS):
+        n = min(TRANSPOSE_ROWS, r - j)
+        for i in range(0, c, TRANSPOSE_COLS):
+            m = min(TRANSPOSE_COLS, c - i)
+            block = buf[:n, :m]
+            np.copyto(block, source[j:j + n, i:i + m])
+            np.copyto(out[i:i + m, j:j + n], block.T)
 
 
 def torch_view(array: np.ndarray):
