@@ -82,7 +82,13 @@ def test_streamed_metrics_are_the_whole_comparisons():
     streamed = acc.finish()
     assert streamed.metrics["argmax_agreement"] < 1
     for key, value in whole.metrics.items():
-        assert streamed.metrics[key] == (value if isinstance(value, (str, dict)) else pytest.approx(value, rel=1e-12)), key
+        assert streamed.metrics[key] == (value if isinstance(value, (str, dict, list)) else pytest.approx(value, rel=1e-12)), key
+    diffs = streamed.metrics["label_differences"]  # found in their windows, placed in the volume
+    (diff,) = [d for d in diffs if d["voxel"] == [7, 3, 4]]
+    assert all(d["tf_margin"] >= 0 and d["torch_margin"] >= 0 for d in diffs)
+    assert diff["voxel"] == [7, 3, 4] and diff["torch_label"] == 2 and diff["tf_label"] == int(tf_out[:, 7, 3, 4].argmax())
+    assert diff["tf_margin"] == pytest.approx(float(tf_out[diff["tf_label"], 7, 3, 4] - tf_out[2, 7, 3, 4]))
+    assert diff["torch_margin"] == pytest.approx(float(pt_out[2, 7, 3, 4] - pt_out[diff["tf_label"], 7, 3, 4]))
     assert "max_rel_error_is_lower_bound" not in streamed.metrics
     assert np.array_equal(streamed.tf_labels, whole.tf_labels) and np.array_equal(streamed.pt_labels, whole.pt_labels)
     assert np.array_equal(streamed.diff_map, whole.diff_map)
@@ -221,3 +227,28 @@ def test_the_summary_never_rounds_a_differing_voxel_to_100_percent():
 
     assert _agreement_text(1.0, 8196096) == "100% of 8196096 voxels"
     assert _agreement_text(1 - 1 / 8196096, 8196096) == "99.999988% of 8196096 voxels (1 differ)"
+
+
+def test_a_differing_label_says_how_near_a_tie_it_was():
+    """A voxel whose two best logits TF rounds one way and PyTorch the other is reported with
+    both margins; the summary says whether TF's margin is within the tolerance (a near-tie)."""
+    from tf2pt.verify.run import _label_difference_lines
+
+    tf_out = np.zeros((3, 2, 2, 2), np.float32)
+    tf_out[1] = 1.0  # label 1 everywhere
+    tf_out[2, 0, 1, 1] = 1.0 - 3e-6  # a near-tie with label 2 at one voxel
+    tf_out[2, 1, 1, 0] = 0.5  # label 1 by a clear margin at another
+    pt_out = tf_out.copy()
+    pt_out[2, 0, 1, 1] = 1.0 + 2e-6  # rounded the other way
+    pt_out[2, 1, 1, 0] = 1.5  # a real difference
+    acc = cmp.StreamingComparison((2, 2, 2), 3)
+    acc.add(tf_out[:, :1], pt_out[:, :1], (slice(0, 1), slice(None), slice(None)))
+    acc.add(tf_out[:, 1:], pt_out[:, 1:], (slice(1, 2), slice(None), slice(None)))
+    diffs = acc.finish().metrics["label_differences"]
+    assert [(d["voxel"], d["tf_label"], d["torch_label"]) for d in diffs] == [([0, 1, 1], 1, 2), ([1, 1, 0], 1, 2)]
+    assert diffs[0]["tf_margin"] == pytest.approx(3e-6, rel=0.05) and diffs[0]["torch_margin"] == pytest.approx(2e-6, rel=0.05)
+    assert diffs[1]["tf_margin"] == pytest.approx(0.5)
+    lines = _label_difference_lines(diffs, atol=1e-4)
+    assert "voxel [0, 1, 1]: TF 1, PyTorch 2" in lines[0] and "a near-tie" in lines[0]
+    assert "beyond atol" in lines[1] and "1 of the 2 listed in the JSON report are near-ties" in lines[2]
+    assert _label_difference_lines(None, 1e-4) == []

@@ -36,6 +36,9 @@ def dice_per_label(a: np.ndarray, b: np.ndarray) -> Dict[int, float]:
     return out
 
 
+#: voxels whose labels differ that the report lists, with how near a tie each was
+LABEL_DIFFERENCES_KEPT = 20
+
 #: how many (relative error, |TF value|) pairs each window keeps for the relative error, whose
 #: significance threshold (1e-3 x the whole output's scale) is known only after the last window
 REL_KEEP = 4096
@@ -64,6 +67,7 @@ class StreamingComparison:
         self.nonfinite = {"tf": 0, "torch": 0}
         self.max_abs, self.total, self.count = 0.0, 0.0, 0
         self._rel: list = []  # per part: (rel errors, |tf| values, smallest rel error dropped or -1)
+        self.label_differences: list = []
 
     def add(self, tf_out: np.ndarray, pt_out: np.ndarray, where=None) -> None:
         """Account for one part: ``tf_out``/``pt_out`` ``(C, ...)``, filling ``where`` (a tuple of
@@ -107,8 +111,31 @@ class StreamingComparison:
                 dropped = float(np.delete(rel, top).max())
                 rel, mag = rel[top], mag[top]
             self._rel.append((rel, mag, dropped))
-        self.tf_labels[where] = labels_of(tf_out, self.threshold)
-        self.pt_labels[where] = labels_of(pt_out, self.threshold)
+        tf_labels, pt_labels = labels_of(tf_out, self.threshold), labels_of(pt_out, self.threshold)
+        self.tf_labels[where] = tf_labels
+        self.pt_labels[where] = pt_labels
+        self._keep_label_differences(tf_out, pt_out, tf_labels, pt_labels, where)
+
+    def _keep_label_differences(self, tf_out, pt_out, tf_labels, pt_labels, where) -> None:
+        """The first :data:`LABEL_DIFFERENCES_KEPT` voxels whose labels differ, each with TF's
+        margin for its own label over PyTorch's (how near a tie it was) and PyTorch's the other
+        way round: a label that differs where the margin is within the error tolerance is a tie
+        the two frameworks' rounding settled differently, not a wrong weight."""
+        room = LABEL_DIFFERENCES_KEPT - len(self.label_differences)
+        if room <= 0 or tf_labels.size == 0:
+            return
+        found = np.nonzero(tf_labels != pt_labels)
+        starts = [(w.start or 0) if isinstance(w, slice) else 0 for w in where]
+        for local in list(zip(*found))[:room]:
+            a, b = int(tf_labels[local]), int(pt_labels[local])
+            if self.threshold is not None:
+                tf_margin = abs(float(tf_out[(0, *local)]) - self.threshold)
+                pt_margin = abs(float(pt_out[(0, *local)]) - self.threshold)
+            else:
+                tf_margin = float(tf_out[(a, *local)]) - float(tf_out[(b, *local)])
+                pt_margin = float(pt_out[(b, *local)]) - float(pt_out[(a, *local)])
+            self.label_differences.append({"voxel": [int(i) + s for i, s in zip(local, starts)], "tf_label": a,
+                                           "torch_label": b, "tf_margin": tf_margin, "torch_margin": pt_margin})
 
     def finish(self) -> Comparison:
         lo, hi = (self.lo, self.hi) if self.lo <= self.hi else (0.0, 0.0)
@@ -137,6 +164,8 @@ class StreamingComparison:
         }
         if bound > max_rel:  # a dropped pair might have been significant and larger
             metrics["max_rel_error_is_lower_bound"] = True
+        if self.label_differences:
+            metrics["label_differences"] = self.label_differences
         return Comparison(metrics, self.tf_labels, self.pt_labels, self.diff_map)
 
 

@@ -83,6 +83,7 @@ class VerifyReport:
             f"(min {d['thresholds']['min_agreement'] * 100:.4f}%)",
             f"  non-finite:     TF {d['nonfinite']['tf']}, PyTorch {d['nonfinite']['torch']}",
         ]
+        lines += _label_difference_lines(d.get("label_differences"), d["thresholds"]["atol"])
         if d.get("dice_worst") and all(r["dice"] == 1.0 for r in d["dice_worst"]):
             lines.append(f"  Dice:           1.0000 for all {d['labels_compared']} labels present")
         elif d.get("dice_worst"):
@@ -108,6 +109,23 @@ def _agreement_text(agreement: float, voxels: int) -> str:
     if differ == 0:
         return f"100% of {voxels} voxels"
     return f"{agreement * 100:.6f}% of {voxels} voxels ({differ} differ)"
+
+
+def _label_difference_lines(differences, atol: float, shown: int = 3) -> List[str]:
+    """Where labels differ, and how near a tie each was: TF's margin for its own label over
+    PyTorch's. A margin within ``atol`` (the error the pass criterion allows) is a tie the two
+    frameworks' rounding may settle either way."""
+    if not differences:
+        return []
+    lines = []
+    for diff in differences[:shown]:
+        tie = "within atol: a near-tie" if diff["tf_margin"] <= atol else "beyond atol"
+        lines.append(f"  label differs:  voxel {diff['voxel']}: TF {diff['tf_label']}, PyTorch {diff['torch_label']}; "
+                     f"margins TF {diff['tf_margin']:.3e}, PyTorch {diff['torch_margin']:.3e} ({tie})")
+    ties = sum(diff["tf_margin"] <= atol for diff in differences)
+    if len(differences) > shown or ties < len(differences):
+        lines.append(f"                  {ties} of the {len(differences)} listed in the JSON report are near-ties")
+    return lines
 
 
 def _windowed_summary(w: Dict[str, Any]) -> List[str]:
