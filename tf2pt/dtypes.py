@@ -124,6 +124,13 @@ def numpy_dtype(enum: int, big_endian: bool = False) -> "Optional[np.dtype]":
     return dt.newbyteorder(">") if big_endian and dt.itemsize > 1 else dt
 
 
+def numeric_on_disk(enum: int) -> bool:
+    """Whether ``enum`` is stored as fixed-size numbers (what :func:`numpy_dtype` gives a plain
+    dtype for), without importing numpy: not a string, not unsupported."""
+    entry = BY_ENUM.get(enum)
+    return entry is not None and entry.disk is not None and entry.disk != "string"
+
+
 def itemsize(enum: int) -> Optional[int]:
     """Bytes per element on disk; ``None`` for strings and unsupported dtypes."""
     entry = BY_ENUM.get(enum)

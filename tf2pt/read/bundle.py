@@ -498,8 +498,7 @@ class BundleCheckpoint(IndexedCheckpoint):
         entry = self._entries.get(name)
         if entry is None:
             raise CheckpointNotFoundError(f"no variable named {name!r}", path=self.index_path)
-        np_dtype = dtypes.numpy_dtype(entry.dtype)
-        if entry.slices or self.big_endian or np_dtype is None or np_dtype == object:
+        if entry.slices or self.big_endian or not dtypes.numeric_on_disk(entry.dtype):
             yield from super().iter_chunks(name, chunk_bytes)
             return
         data = self._bytes(entry)
@@ -531,9 +530,8 @@ class BundleCheckpoint(IndexedCheckpoint):
         when they are stored whole as they are to be written; ``None`` for partitioned,
         big-endian, string and unknown variables (use :meth:`copy_to`)."""
         entry = self._entries.get(name)
-        np_dtype = dtypes.numpy_dtype(entry.dtype) if entry is not None else None
-        if entry is None or entry.slices or self.big_endian or np_dtype is None or np_dtype == object:
-            return None
+        if entry is None or entry.slices or self.big_endian or not dtypes.numeric_on_disk(entry.dtype):
+            return None  # (decided without numpy: dumping to safetensors never imports it)
         data = self._bytes(entry)
         self._check_crc(repr(name), entry, data)
         return data
