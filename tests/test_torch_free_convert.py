@@ -167,7 +167,7 @@ def test_permuted_copy_equals_numpys_on_each_path(shape, axes, path, monkeypatch
     view = value.transpose(axes)
     calls = []
     copyto = np.copyto
-    monkeypatch.setattr(tensors.np, "copyto", lambda dst, src: (calls.append(src.base is not None), copyto(dst, src)))
+    monkeypatch.setattr(tensors.np, "copyto", lambda dst, src: (calls.append(1), copyto(dst, src)))
     buffered = []
     through = tensors._transpose_through_buffer
     monkeypatch.setattr(tensors, "_transpose_through_buffer", lambda o, s: (buffered.append(1), through(o, s)))
@@ -189,12 +189,12 @@ def test_two_dimensional_transposes_and_their_slabs_equal_numpys(dtype, shape):
     view = value.T
     for start, stop in [(0, view.shape[0]), (0, 129), (65, 1000), (view.shape[0] - 3, view.shape[0])]:
         piece = view[start:stop]
-        assert tensors._transposed_source(np.empty(piece.shape, piece.dtype), piece) is not None
+        assert tensors._transposed_source(piece) is not None
         out = np.empty(piece.shape, piece.dtype)
         tensors.blocked_copy(out, piece, min_bytes=0)
         np.testing.assert_array_equal(out, piece)
         through = np.empty(piece.shape, piece.dtype)
-        source = tensors._transposed_source(through, piece)
+        source = tensors._transposed_source(piece)
         tensors._transpose_through_buffer(through, source)  # the buffer itself, whatever the stride rule
         np.testing.assert_array_equal(through, piece)
 
@@ -206,7 +206,7 @@ def test_only_a_swap_of_two_blocks_of_axes_is_a_two_dimensional_transpose():
     for axes, is_2d in [((1, 0, 2, 3), False), ((2, 3, 0, 1), True), ((3, 0, 1, 2), True), ((1, 2, 3, 0), True),
                         ((3, 2, 0, 1), False), ((0, 1, 2, 3), False)]:
         view = value.transpose(axes)
-        assert (tensors._transposed_source(np.empty(view.shape, view.dtype), view) is not None) == is_2d, axes
+        assert (tensors._transposed_source(view) is not None) == is_2d, axes
 
 
 def test_numpy_declines_what_only_torch_does_exactly():

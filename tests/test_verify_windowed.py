@@ -82,7 +82,10 @@ def test_streamed_metrics_are_the_whole_comparisons():
     streamed = acc.finish()
     assert streamed.metrics["argmax_agreement"] < 1
     for key, value in whole.metrics.items():
-        assert streamed.metrics[key] == (value if isinstance(value, (str, dict, list)) else pytest.approx(value, rel=1e-12)), key
+        if key == "label_differences":  # the same voxels (fewer than are kept), found window by window
+            assert sorted(streamed.metrics[key], key=lambda d: d["voxel"]) == sorted(value, key=lambda d: d["voxel"])
+            continue
+        assert streamed.metrics[key] == (value if isinstance(value, (str, dict)) else pytest.approx(value, rel=1e-12)), key
     diffs = streamed.metrics["label_differences"]  # found in their windows, placed in the volume
     (diff,) = [d for d in diffs if d["voxel"] == [7, 3, 4]]
     assert all(d["tf_margin"] >= 0 and d["torch_margin"] >= 0 for d in diffs)
