@@ -531,7 +531,7 @@ class BundleCheckpoint(IndexedCheckpoint):
         big-endian, string and unknown variables (use :meth:`copy_to`)."""
         entry = self._entries.get(name)
         if entry is None or entry.slices or self.big_endian or not dtypes.numeric_on_disk(entry.dtype):
-            return None  # (decided without numpy: dumping to safetensors never imports it)
+            return None
         data = self._bytes(entry)
         self._check_crc(repr(name), entry, data)
         return data

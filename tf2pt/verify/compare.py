@@ -124,9 +124,9 @@ class StreamingComparison:
         room = LABEL_DIFFERENCES_KEPT - len(self.label_differences)
         if room <= 0 or tf_labels.size == 0:
             return
-        found = np.nonzero(tf_labels != pt_labels)
+        found = [axis[:room] for axis in np.nonzero(tf_labels != pt_labels)]  # a wrong mapping differs everywhere
         starts = [(w.start or 0) if isinstance(w, slice) else 0 for w in where]
-        for local in list(zip(*found))[:room]:
+        for local in zip(*found):
             a, b = int(tf_labels[local]), int(pt_labels[local])
             if self.threshold is not None:
                 tf_margin = abs(float(tf_out[(0, *local)]) - self.threshold)
