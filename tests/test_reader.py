@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from conftest import EXAMPLE, FIXTURES
 from bundle_tools import (copy_bundle, entry_proto, f_bytes, f_varint, flip_byte, header_proto, slices_proto,
                           to_big_endian, truncate, write_bundle, write_table)
-from tf2pt.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
+from tf2pt.errors import CheckpointNotFoundError, CorruptCheckpointError, DependencyError, UnsupportedError
 from tf2pt.read import open_checkpoint
 from tf2pt.read.slices import parse_slice_key, slice_key
 
@@ -598,3 +598,34 @@ def test_damaged_index(kind, match, example, tmp_path):
     with pytest.raises(CorruptCheckpointError, match=match) as e:
         open_checkpoint(prefix)
     assert str(e.value).startswith(prefix + ".index: ")
+
+
+def test_both_crc32c_implementations_agree_on_every_kind_of_buffer(example, monkeypatch):
+    """crc32c (the dependency) and google-crc32c (the fallback where only it is installed) give
+    the same CRC for bytes and for memoryviews of a memory map, continued or not; TF's own
+    check value and masked CRCs of the example's data files come out the same either way."""
+    import mmap
+
+    from tf2pt.read import _crc
+
+    assert _crc.IMPLEMENTATION == "crc32c"
+    assert _crc.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    with open_checkpoint(example) as ckpt:
+        names = sorted(ckpt.variables)[:20]
+        data_file = next(p for p in ckpt.files if ".data-" in str(p))
+        fast = [ckpt.read(n).tobytes() for n in names]
+    with open(data_file, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        view = memoryview(mm)
+        try:
+            for start, stop, seed in [(0, len(mm), 0), (3, 4099, 0), (1000, 70000, 0x12345678), (5, 5, 7)]:
+                expected = _crc.crc32c(view[start:stop], seed)
+                assert _crc._google(view[start:stop], seed) == expected
+                assert _crc._google(bytes(view[start:stop]), seed) == expected
+        finally:
+            view.release()
+    monkeypatch.setattr(_crc, "_fast", None)
+    with open_checkpoint(example) as ckpt:  # every CRC checked by google-crc32c now
+        assert [ckpt.read(n).tobytes() for n in names] == fast
+    monkeypatch.setitem(sys.modules, "google_crc32c", None)
+    with pytest.raises(DependencyError, match="needs crc32c, which is not installed"):
+        _crc.crc32c(b"x")

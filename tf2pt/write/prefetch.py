@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Sequence
 
-from .tensors import Scratch, write_bytes
+from .safetensors import Sink, write_bytes
+from .scratch import Scratch
 
 
 #: Tensors in this size range are made ready (read, CRC-checked, converted) in a second thread

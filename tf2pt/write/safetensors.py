@@ -75,6 +75,15 @@ class Sink:
             view = view[n:]
 
 
+def write_bytes(sink: Sink, data) -> None:
+    """Write what :func:`~.tensors.entry_bytes` returned: one buffer or an iterator of them."""
+    if isinstance(data, (memoryview, bytes, bytearray)):
+        sink.write(data)
+    else:
+        for piece in data:
+            sink.write(piece)
+
+
 def write_safetensors(
     path,
     items: Sequence[Item],

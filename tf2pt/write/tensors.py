@@ -20,6 +20,7 @@ import numpy as np
 
 from ..dtypes import NUMPY_NATIVE, dtype_name
 from .safetensors import Sink, nbytes, tensor_bytes
+from .scratch import Scratch
 
 
 def as_tensor(entry, checkpoint):
@@ -127,7 +128,7 @@ def blocked_copy(out: np.ndarray, view: np.ndarray, lines: int = 16, min_run: in
         return
     source = _transposed_source(view)
     if source is not None:  # a 2-D transpose
-        if (source.strides[0] % ALIASING_ROW_BYTES) or min(source.shape) < TRANSPOSE_ROWS:
+        if (source.strides[0] % ALIASING_ROW_BYTES) or min(source.shape) < TRANSPOSE_MIN_SIDE:
             np.copyto(out, view)  # rows that do not compete for cache sets: numpy's copy does well
         else:
             _transpose_through_buffer(out.reshape(source.shape[1], source.shape[0]), source)
@@ -177,8 +178,13 @@ def _merged_stride(shape, strides) -> Optional[int]:
     return axes[-1][1]
 
 
-#: :func:`_transpose_through_buffer`'s block: source rows copied at a time, and row length
-TRANSPOSE_ROWS, TRANSPOSE_COLS = 64, 1024
+#: :func:`_transpose_through_buffer`'s block: source rows copied at a time, and row length.
+#: 256 x 256 (256 KiB of float32, within any L2 cache) beat 64 x 1024 on the shapes measured
+#: (docs/performance.md), most on large kernels (2048 x 2048 float32: 5.7 GiB/s against 2.4);
+#: only sources of under 128 rows lost, by up to a sixth
+TRANSPOSE_ROWS, TRANSPOSE_COLS = 256, 256
+#: a 2-D transpose with fewer rows or columns than this keeps numpy's copy
+TRANSPOSE_MIN_SIDE = 64
 #: source rows a multiple of this many bytes apart compete for the same cache sets when read
 #: down a column (a 2-D transpose goes through the buffer then; other strides do as well
 #: with numpy's own copy, measured on the shapes in docs/performance.md)
@@ -189,9 +195,9 @@ def _transpose_through_buffer(out: np.ndarray, source: np.ndarray) -> None:
     """``out[...] = source.T`` for a 2-D ``source`` with contiguous rows, block by block through
     a small buffer whose row length is padded by a cache line. Read straight from the source, a
     transposed copy touches one cache line per element, and rows a power of two of bytes apart
-    compete for the same cache sets (a 1024x1024 float32 kernel ran at about 1.1 GiB/s here);
-    the buffer's padded rows fall in different sets, so each block of 64 x 1024 elements is
-    read once in order and then transposed within the L2 cache (about 4 GiB/s here)."""
+    compete for the same cache sets (a 1024x1024 float32 kernel ran at 0.6-1.1 GiB/s here);
+    the buffer's padded rows fall in different sets, so each block of 256 x 256 elements is
+    read once in order and then transposed within the L2 cache (about 6 GiB/s here)."""
     r, c = source.shape
     pad = max(1, 64 // source.itemsize)
     buf = np.empty((TRANSPOSE_ROWS, TRANSPOSE_COLS + pad), source.dtype)
@@ -237,27 +243,6 @@ def numpy_to_torch(array: np.ndarray, copy: bool = True):
     return torch.from_numpy(np.array(array, copy=True, order="C"))
 
 
-class Scratch:
-    """A reusable buffer for converted tensors: page faults are paid once, not per tensor."""
-
-    def __init__(self):
-        self._buf = None
-
-    def _bytes(self, need: int):
-        import numpy as np
-
-        if self._buf is None or self._buf.nbytes < need:
-            self._buf = np.empty(max(need, 1 << 20), dtype=np.uint8)
-        return self._buf[:need]
-
-    def array(self, shape, dtype):
-        """An uninitialised C-ordered numpy array of ``shape`` and ``dtype``, in the buffer."""
-        import numpy as np
-
-        dtype = np.dtype(dtype)
-        return self._bytes(nbytes(shape, dtype.name)).view(dtype).reshape(shape)
-
-
 def array_bytes(array) -> memoryview:
     """The raw bytes of a numpy array, in C order."""
     import numpy as np
@@ -288,15 +273,6 @@ def entry_bytes(checkpoint, entry, scratch: Optional[Scratch] = None):
         return None if pieces is None else (array_bytes(piece) for piece in pieces)
     array = as_array(entry, checkpoint, scratch)
     return None if array is None else array_bytes(array)
-
-
-def write_bytes(sink: Sink, data) -> None:
-    """Write what :func:`entry_bytes` returned: one buffer or an iterator of them."""
-    if isinstance(data, (memoryview, bytes, bytearray)):
-        sink.write(data)
-    else:
-        for piece in data:
-            sink.write(piece)
 
 
 def fill_entry(checkpoint, entry, sink: Sink) -> None:
