@@ -21,6 +21,27 @@ DATA = Path(__file__).resolve().parent / "data"
 PUBLISHED_PTH = ROOT.parent / "shared" / "data" / "highres3dnet_li_parameters-7d297872.pth"
 
 
+
+def imported_by_command(args, modules=("numpy", "ml_dtypes", "torch", "pandas", "tensorflow")):
+    """Which of ``modules`` a ``tf2pt`` command (``main(args)``, which must succeed) imports, in a
+    fresh interpreter: a command's start-up is mostly what it imports."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from tf2pt.cli import main\n"
+        "try:\n"
+        f"    main({[str(a) for a in args]!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        f"sys.stderr.write(repr(sorted(m for m in {tuple(modules)!r} if m in sys.modules)))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import ast
+
+    return ast.literal_eval(r.stderr.strip().splitlines()[-1])
+
 def _niftynet(activation):
     def build(d):
         from tf2pt.testing.niftynet import write_highres3dnet

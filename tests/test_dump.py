@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from conftest import imported_by_command
 from tf2pt.cli import cli
 from tf2pt.read import open_checkpoint
 
@@ -77,21 +78,8 @@ def test_a_safetensors_dump_does_not_import_numpy(example, tmp_path):
     """Dumping to safetensors copies bytes from the memory map after checking their CRC32C,
     which the crc32c extension takes as a memoryview: numpy's import (about a tenth of a 1 GiB
     dump's time) is not needed, and the output is what TF's reader reads."""
-    import subprocess
-    import sys
-
     out = tmp_path / "tf.safetensors"
-    code = (
-        "import sys\n"
-        "from tf2pt.cli import main\n"
-        "try:\n"
-        f"    main(['dump', {str(example)!r}, '--state-dict', {str(out)!r}, '--quiet'])\n"
-        "except SystemExit as exc:\n"
-        "    assert not exc.code, exc.code\n"
-        "sys.stderr.write(repr(sorted(m for m in ('numpy', 'torch', 'pandas', 'tensorflow') if m in sys.modules)))\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stderr.strip() == "[]", r.stderr
+    assert imported_by_command(["dump", example, "--state-dict", out, "--quiet"]) == []
     sd = load_file(out)
     with open_checkpoint(example) as ckpt:
         assert len(sd) == 105

@@ -6,15 +6,13 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from bundle_tools import copy_bundle, flip_byte, truncate, write_bundle
-from conftest import EXAMPLE as EXAMPLE_DIR
+from conftest import EXAMPLE as EXAMPLE_DIR, imported_by_command
 from tf2pt.cli import cli
 from tf2pt.read import open_checkpoint
 
@@ -114,18 +112,7 @@ def test_broken_input_one_line_exit_2_no_traceback(case, broken, run_cli):
 
 
 def test_inspect_imports_no_torch_pandas_or_tf(example):
-    code = (
-        "import sys\n"
-        "from tf2pt.cli import main\n"
-        "try:\n"
-        f"    main(['inspect', {str(example)!r}, '--format', 'json'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "sys.stderr.write(repr(sorted(m for m in ('torch', 'pandas', 'tensorflow') if m in sys.modules)))\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert r.stderr.strip() == "[]"
+    assert imported_by_command(["inspect", example, "--format", "json"], ("torch", "pandas", "tensorflow")) == []
 
 
 def test_python_api_returns_a_dataframe(example):
@@ -167,18 +154,8 @@ def test_notes_reach_the_table_and_json(example, tmp_path):
 @pytest.mark.parametrize("fmt", ["table", "json"])
 def test_listing_does_not_even_import_numpy(checkpoints, fmt):
     """Importing numpy is about half of a listing's time; the index, the object graph and the
-    table are decoded without it (reading tensor data, --stats or dump import it)."""
-    code = (
-        "import sys\n"
-        "from tf2pt.cli import main\n"
-        "try:\n"
-        f"    main(['inspect', {checkpoints('many_1000')!r}, '--format', {fmt!r}])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "sys.stderr.write(repr(sorted(m for m in ('numpy', 'ml_dtypes', 'torch', 'pandas', 'tensorflow') if m in sys.modules)))\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stderr.strip() == "[]", r.stderr
+    table are decoded without it (reading tensor data, --stats or a dump to .pth import it)."""
+    assert imported_by_command(["inspect", checkpoints("many_1000"), "--format", fmt]) == []
 
 
 def test_inspect_example_without_tensorflow(run_cli):

@@ -180,8 +180,8 @@ def _merged_stride(shape, strides) -> Optional[int]:
 
 #: :func:`_transpose_through_buffer`'s block: source rows copied at a time, and row length.
 #: 256 x 256 (256 KiB of float32, within any L2 cache) beat 64 x 1024 on the shapes measured
-#: (docs/performance.md), most on large kernels (2048 x 2048 float32: 5.7 GiB/s against 2.4);
-#: only sources of under 128 rows lost, by up to a sixth
+#: (docs/performance.md), most on large kernels (2048 x 2048 float32: 3.9-5.7 GiB/s against
+#: 2.4-2.7); it tied on 1024 x 1024 and lost on sources of 128 rows or fewer, by up to a sixth
 TRANSPOSE_ROWS, TRANSPOSE_COLS = 256, 256
 #: a 2-D transpose with fewer rows or columns than this keeps numpy's copy
 TRANSPOSE_MIN_SIDE = 64
