@@ -21,7 +21,6 @@ DATA = Path(__file__).resolve().parent / "data"
 PUBLISHED_PTH = ROOT.parent / "shared" / "data" / "highres3dnet_li_parameters-7d297872.pth"
 
 
-
 def imported_by_command(args, modules=("numpy", "ml_dtypes", "torch", "pandas", "tensorflow")):
     """Which of ``modules`` a ``tf2pt`` command (``main(args)``, which must succeed) imports, in a
     fresh interpreter: a command's start-up is mostly what it imports."""
@@ -41,6 +40,7 @@ def imported_by_command(args, modules=("numpy", "ml_dtypes", "torch", "pandas", 
     import ast
 
     return ast.literal_eval(r.stderr.strip().splitlines()[-1])
+
 
 def _niftynet(activation):
     def build(d):

@@ -602,8 +602,9 @@ def test_damaged_index(kind, match, example, tmp_path):
 
 def test_both_crc32c_implementations_agree_on_every_kind_of_buffer(example, monkeypatch):
     """crc32c (the dependency) and google-crc32c (the fallback where only it is installed) give
-    the same CRC for bytes and for memoryviews of a memory map, continued or not; TF's own
-    check value and masked CRCs of the example's data files come out the same either way."""
+    the same CRC for bytes and for memoryviews of a memory map, continued or not; the CRC-32C
+    check value comes out, and every tensor of the example passes its CRC check with either.
+    With neither installed, the CRC asks for crc32c."""
     import mmap
 
     from tf2pt.read import _crc
