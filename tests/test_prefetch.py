@@ -59,8 +59,10 @@ def test_prefetched_output_is_the_single_threaded_output(checkpoints, tmp_path, 
     assert not [t for t in threading.enumerate() if t.name.startswith("tf2pt-prefetch")]
 
 
-def test_a_corrupt_tensor_found_while_prefetching_fails_cleanly(checkpoints, tmp_path, prefetch_all):
-    src = Path(checkpoints("bench_blocks"))
+def damaged_copy(src, tmp_path, k, at):
+    """A copy of the bench_blocks checkpoint ``src`` whose ``k``-th tensor (in file order) has
+    a flipped bit in its byte ``at`` (negative: from its end); ``(prefix, that tensor's name)``."""
+    src = Path(src)
     damaged = tmp_path / "ckpt"
     damaged.mkdir()
     for f in src.parent.glob(src.name + ".*"):
@@ -68,17 +70,23 @@ def test_a_corrupt_tensor_found_while_prefetching_fails_cleanly(checkpoints, tmp
     prefix = damaged / src.name
     with open_checkpoint(str(prefix)) as ckpt:
         names = sorted((n for n in ckpt.variables if ckpt.variables[n].role == "inference"), key=ckpt.entry_location)
-        shard, offset = ckpt.entry_location(names[3])
+        shard, offset = ckpt.entry_location(names[k])
+        size = ckpt.variables[names[k]].nbytes
     data = next(damaged.glob(src.name + ".data-*"))
     raw = bytearray(data.read_bytes())
-    raw[offset + 10] ^= 0x40
+    raw[offset + at % size] ^= 0x40
     data.write_bytes(bytes(raw))
+    return str(prefix), names[k]
+
+
+def test_a_corrupt_tensor_found_while_prefetching_fails_cleanly(checkpoints, tmp_path, prefetch_all):
+    prefix, name = damaged_copy(checkpoints("bench_blocks"), tmp_path, 3, 10)
     out = tmp_path / "out" / "x.safetensors"
     out.parent.mkdir()
-    with pytest.raises(CorruptCheckpointError, match=f"variable '{names[3]}' fails its CRC32C check"):
-        convert(str(prefix), MAPPINGS["layout kept"], out, prefetch=True)
+    with pytest.raises(CorruptCheckpointError, match=f"variable '{name}' fails its CRC32C check"):
+        convert(prefix, MAPPINGS["layout kept"], out, prefetch=True)
     assert list(out.parent.iterdir()) == []  # no output, no temporary file
-    assert any(thread.startswith("tf2pt-prefetch") for key, thread in prefetch_all if key == names[3].replace("/", "."))
+    assert any(thread.startswith("tf2pt-prefetch") for key, thread in prefetch_all if key == name.replace("/", "."))
     assert not [t for t in threading.enumerate() if t.name.startswith("tf2pt-prefetch")]
 
 
@@ -140,3 +148,95 @@ def test_an_interrupt_while_a_tensor_is_in_flight_leaves_nothing(checkpoints, tm
     assert list(out.iterdir()) == []
     assert [thread for _, thread in prefetch_all][3].startswith("tf2pt-prefetch")  # the fourth was in flight
     assert not [t for t in threading.enumerate() if t.name.startswith("tf2pt-prefetch")]
+
+
+@pytest.fixture
+def slabs_only(monkeypatch):
+    """Every tensor is too large to prefetch and is made in slabs of a few rows (the fixtures'
+    tensors are smaller than the real sizes); records which thread made each slab, into
+    which buffer."""
+    monkeypatch.setattr(prefetch, "PREFETCH_MAX", 0)
+    monkeypatch.setattr(tensors, "SLAB_BYTES", 1024)
+    monkeypatch.setattr(tensors, "SLAB_MIN_ROWS", 4)
+    made = []
+    copied = tensors._copied
+
+    def spy(view, scratch):
+        out = copied(view, scratch)
+        made.append((threading.current_thread().name, out.__array_interface__["data"][0]))
+        return out
+
+    monkeypatch.setattr(tensors, "_copied", spy)
+    return made
+
+
+def test_slabs_of_a_large_tensor_are_made_one_ahead_of_the_write(checkpoints, tmp_path, slabs_only):
+    """A tensor too large to prefetch is written slab by slab while the worker makes the next
+    slab, in a ring of two buffers: the same file as made in one thread."""
+    ckpt = checkpoints("bench_blocks")
+    entries = convert(ckpt, MAPPINGS["transposed"], tmp_path / "one.safetensors", prefetch=False)
+    assert {thread for thread, _ in slabs_only} == {threading.current_thread().name}
+    single = len(slabs_only)
+    slabs_only.clear()
+    convert(ckpt, MAPPINGS["transposed"], tmp_path / "two.safetensors", prefetch=True)
+    assert (tmp_path / "one.safetensors").read_bytes() == (tmp_path / "two.safetensors").read_bytes()
+    assert len(slabs_only) == single > 2 * len(entries)  # several slabs per tensor
+    assert all(thread.startswith("tf2pt-prefetch") for thread, _ in slabs_only)
+    buffers = [address for _, address in slabs_only]
+    assert len(set(buffers)) == 2 and all(a != b for a, b in zip(buffers, buffers[1:]))  # alternating
+    assert not [t for t in threading.enumerate() if t.name.startswith("tf2pt-prefetch")]
+
+
+def test_an_interrupt_while_a_slab_is_in_flight_leaves_nothing(checkpoints, tmp_path, slabs_only, monkeypatch):
+    """Ctrl-C while the worker makes the next slab: no output, no temporary file, no thread."""
+    calls = []
+    sink_write = safetensors.Sink.write
+
+    def interrupted(self, data):
+        calls.append(1)
+        if len(calls) == 6:  # the header, then the fifth slab
+            raise KeyboardInterrupt
+        sink_write(self, data)
+
+    monkeypatch.setattr(safetensors.Sink, "write", interrupted)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["convert", checkpoints("bench_blocks"), "-m", str(MAPPINGS["transposed"]), "-o", str(out / "x.safetensors")]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 130 and "interrupted; no output was written" in r.output
+    assert list(out.iterdir()) == []
+    assert len(slabs_only) in (5, 6)  # the sixth, in flight, was cancelled or waited for; no later one
+    assert not [t for t in threading.enumerate() if t.name.startswith("tf2pt-prefetch")]
+
+
+@pytest.mark.parametrize("command", ["dump", "convert"])
+def test_tensors_above_the_whole_bound_are_copied_in_checked_chunks(checkpoints, tmp_path, monkeypatch, command):
+    """A tensor kept as it is stored but larger than ``bundle.WHOLE_BYTES`` is copied chunk by
+    chunk, each chunk's pages released once written: the same file; and a flipped byte in its
+    last chunk still fails its CRC32C before the file is finished, leaving nothing."""
+    from tf2pt.read import bundle
+
+    def run(ckpt, out):
+        if command == "dump":
+            args = ["dump", ckpt, "--state-dict", str(out), "--quiet"]
+        else:
+            args = ["convert", ckpt, "-m", str(MAPPINGS["layout kept"]), "-o", str(out), "--quiet"]
+        return CliRunner().invoke(cli, args)
+
+    ckpt = checkpoints("bench_blocks")
+    assert run(ckpt, tmp_path / "whole.safetensors").exit_code == 0
+    monkeypatch.setattr(bundle, "WHOLE_BYTES", 5000)  # the fixture's tensors hold 32 KiB: 7 chunks each
+    released = []
+    release = bundle.BundleCheckpoint._release_range
+    monkeypatch.setattr(bundle.BundleCheckpoint, "_release_range",
+                        lambda self, shard, offset, size: (released.append(size), release(self, shard, offset, size)))
+    r = run(ckpt, tmp_path / "chunks.safetensors")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "whole.safetensors").read_bytes() == (tmp_path / "chunks.safetensors").read_bytes()
+    assert released.count(5000) == 8 * 6 and max(released) <= 32768  # every full chunk, as it was written
+    prefix, name = damaged_copy(ckpt, tmp_path, 5, -3)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run(prefix, out / "x.safetensors")
+    assert r.exit_code == 2 and f"variable '{name}' fails its CRC32C check" in r.output, r.output
+    assert list(out.iterdir()) == []

@@ -50,6 +50,12 @@ OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 _MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
+#: the most bytes :meth:`BundleCheckpoint.checked_bytes` hands over as one view; larger tensors
+#: are copied chunk by chunk (:meth:`BundleCheckpoint.copy_to`). A 1 GiB tensor written whole
+#: from the map held 1 GiB of it mapped while the page cache grew by as much, and its write
+#: stalled in 4 rounds of 7 here where 32 MiB chunks stalled in 1-2 (and `cp` in none)
+WHOLE_BYTES = 32 << 20
+
 
 @dataclass
 class IndexEntry:
@@ -493,7 +499,9 @@ class BundleCheckpoint(IndexedCheckpoint):
         """Raw little-endian bytes of ``name`` in chunks, straight from the memory map.
 
         The CRC32C is computed on the way; a mismatch raises before the last chunk is yielded,
-        so a streaming writer never finishes a file with corrupt data.
+        so a streaming writer never finishes a file with corrupt data. A chunk's pages are
+        released when the chunk after next is asked for (or at the end): the consumer may be
+        writing one chunk while the next is made ready.
         """
         entry = self._entries.get(name)
         if entry is None:
@@ -504,34 +512,42 @@ class BundleCheckpoint(IndexedCheckpoint):
         data = self._bytes(entry)
         crc = 0
         total = len(data)
+        written = None  # (offset, size) of the chunk before the one last yielded
+        last = None
         for start in range(0, max(total, 1), chunk_bytes):
             chunk = data[start:start + chunk_bytes]
             crc = crc32c(chunk, crc) if len(chunk) else crc
             if start + chunk_bytes >= total and mask(crc) != entry.crc:
                 raise self._corrupt(f"variable {name!r} fails its CRC32C check (data corrupted)",
                                     path=self._data_path(entry.shard))
+            if written is not None:
+                self._release_range(entry.shard, entry.offset + written[0], written[1])  # written: drop its pages
             if len(chunk):
                 yield chunk
-                self._release_range(entry.shard, entry.offset + start, len(chunk))  # written: drop its pages
+                written, last = last, (start, len(chunk))
+        for done in (written, last):
+            if done is not None:
+                self._release_range(entry.shard, entry.offset + done[0], done[1])
 
     def copy_to(self, name: str, sink) -> None:
-        """Write the raw bytes of ``name`` to ``sink`` (see :class:`tf2pt.write.safetensors.Sink`) straight
-        from the memory map, after checking their CRC32C; then release their pages."""
-        data = self.checked_bytes(name)
-        if data is None:
-            super().copy_to(name, sink)
-            return
-        sink.write(data)
-        entry = self._entries[name]
-        self._release_range(entry.shard, entry.offset, entry.size)
+        """Write the raw bytes of ``name`` to ``sink`` (see :class:`tf2pt.write.safetensors.Sink`)
+        straight from the memory map, in chunks of :data:`WHOLE_BYTES`: the CRC32C is computed
+        on the way (a mismatch raises before the last chunk is written) and each chunk's pages
+        are released once written, so a tensor of any size holds one chunk mapped at a time."""
+        for chunk in self.iter_chunks(name, WHOLE_BYTES):
+            sink.write(chunk)
 
-    def checked_bytes(self, name: str) -> Optional[memoryview]:
+    def checked_bytes(self, name: str):
         """The raw little-endian bytes of ``name`` as a view of the memory map, CRC32C checked,
-        when they are stored whole as they are to be written; ``None`` for partitioned,
-        big-endian, string and unknown variables (use :meth:`copy_to`)."""
+        when they are stored whole as they are to be written; above :data:`WHOLE_BYTES`, an
+        iterator of views of that size (:meth:`iter_chunks`: the CRC32C is checked before the
+        last is yielded). ``None`` for partitioned, big-endian, string and unknown variables
+        (use :meth:`copy_to`)."""
         entry = self._entries.get(name)
         if entry is None or entry.slices or self.big_endian or not dtypes.numeric_on_disk(entry.dtype):
             return None
+        if entry.size > WHOLE_BYTES:
+            return self.iter_chunks(name, WHOLE_BYTES)
         data = self._bytes(entry)
         self._check_crc(repr(name), entry, data)
         return data

@@ -14,10 +14,11 @@ same directory, then ``os.replace``) or not at all, and an existing file is only
 * :mod:`.pth` -- ``torch.save`` of plain tensors;
 * :mod:`.provenance` -- the metadata that says where the weights came from.
 
-Memory: ``.safetensors`` needs about the largest tensor plus one slab (32 MiB; up to 128 MiB for
-tensors of very long rows) whatever the model size, since source pages are released once
-written; prefetching adds the next tensor's pages and two 32 MiB buffers at most. Dumping to
-safetensors needs no torch. ``.pth`` holds the whole state dict in memory (``torch.save``
+Memory: ``.safetensors`` needs, whatever the model size, a few 32 MiB chunks of the source for a
+tensor written as stored (its pages are released chunk by chunk once written), or the source
+tensor's pages plus two slabs (32 MiB each; up to 128 MiB for tensors of very long rows) for one
+converted, since a converted tensor's next slab is made while one is written; prefetching adds
+the next tensor's pages and two 32 MiB buffers at most. Dumping to safetensors needs no torch. ``.pth`` holds the whole state dict in memory (``torch.save``
 serialises one dict).
 """
 

@@ -20,17 +20,18 @@ class Prefetch:
     """A ``fill`` for :func:`write_safetensors` that overlaps making item ``i + 1`` ready with
     writing item ``i`` (on two cores: the write is a kernel copy, the preparation a CRC and a
     permuted copy, both outside the GIL). ``prepare(i, scratch)`` returns the bytes of item
-    ``i`` or ``None``, in which case ``fallback(i, sink)`` writes it with nothing in flight;
-    ``sizes[i]`` decide which items are worth prefetching. Two scratch buffers alternate
-    between prefetched items, so the one being written is never the one being filled; a third
-    serves items too large to prefetch. Use as a context manager: leaving it waits for the
-    item in flight, so the checkpoint is never closed under it. ``enabled=False`` (or one core)
-    makes every item ready in the writing thread."""
+    ``i`` (one buffer, or an iterator of slabs) or ``None``, in which case ``fallback(i, sink)``
+    writes it with nothing in flight; ``sizes[i]`` decide which items are worth prefetching.
+    Two scratch buffers alternate between prefetched items, so the one being written is never
+    the one being filled; a ring of two more serves items too large to prefetch, whose slabs
+    are made one ahead of the one being written. Use as a context manager: leaving it waits for
+    the work in flight, so the checkpoint is never closed under it. ``enabled=False`` (or one
+    core) makes everything in the writing thread."""
 
     def __init__(self, prepare, fallback, sizes: Sequence[int], enabled: bool = True):
         self._prepare, self._fallback, self._sizes = prepare, fallback, list(sizes)
         self._enabled = enabled and (os.cpu_count() or 1) > 1
-        self._scratch = [Scratch(), Scratch(), Scratch()]
+        self._scratch = [Scratch(), Scratch(), Scratch(buffers=2)]
         self._pending: Dict[int, Any] = {}
         self._pool = None
 
@@ -46,13 +47,36 @@ class Prefetch:
         if data is None:
             self._fallback(i, sink)
         if self._eligible(i + 1):
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tf2pt-prefetch")
-            self._pending[i + 1] = self._pool.submit(self._make, i + 1)
-        if data is not None:
+            self._pending[i + 1] = self._get_pool().submit(self._make, i + 1)
+        if data is None:
+            return
+        if self._enabled and not isinstance(data, (memoryview, bytes, bytearray)):
+            self._write_ahead(sink, iter(data))  # slabs of a large tensor
+        else:
             write_bytes(sink, data)
+
+    def _write_ahead(self, sink: Sink, pieces) -> None:
+        """Write ``pieces``, each made in the worker while the one before is written: the ring
+        of two buffers they are made in holds just those two."""
+        pool = self._get_pool()
+        future = pool.submit(next, pieces, None)
+        while True:
+            piece = future.result()
+            if piece is None:
+                return
+            future = pool.submit(next, pieces, None)
+            try:
+                sink.write(piece)
+            except BaseException:
+                future.cancel() or future.exception()  # wait: the generator may not be left running
+                raise
+
+    def _get_pool(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tf2pt-prefetch")
+        return self._pool
 
     def __enter__(self):
         return self

@@ -263,7 +263,8 @@ SLAB_BYTES = 32 << 20
 
 def entry_bytes(checkpoint, entry, scratch: Optional[Scratch] = None):
     """The bytes to write for one planned entry without torch: a CRC-checked view of the source
-    when layout and dtype are unchanged, else the tensor numpy converts (see :func:`as_array`;
+    when layout and dtype are unchanged (above ``WHOLE_BYTES``, an iterator of checked chunks:
+    :meth:`~tf2pt.read.bundle.BundleCheckpoint.checked_bytes`), else the tensor numpy converts (see :func:`as_array`;
     with ``scratch``, valid until its next use) -- above :data:`SLAB_BYTES`, an iterator of
     slabs made as they are written. ``None`` where only :func:`fill_entry` can."""
     if _copied_as_is(checkpoint, entry):
