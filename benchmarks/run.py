@@ -68,16 +68,23 @@ def measure(name, cmd, repeat, cleanup=None):
 def measure_rounds(commands, repeat, cleanup=None):
     """Time each ``(name, cmd)`` ``repeat`` times, in rounds: every command once per round, so
     that a drift of the machine (a VM's memory being backed, another tenant's load) falls on
-    every path alike rather than on whichever ran during it; the median of each. One untimed
-    round first fills the bytecode cache."""
+    every path alike rather than on whichever ran during it; the median of each. Each round
+    runs the commands in its own order (seeded: the same from run to run), since on a VM that
+    hands freed memory back to its host a command's time depends on what ran before it (see
+    docs/performance.md). One untimed round first fills the bytecode cache."""
+    import random
+
     walls = {name: [] for name, _ in commands}
     rss = {name: [] for name, _ in commands}
     for _, cmd in commands:
         if cleanup:
             cleanup()
         run(cmd)
+    shuffle = random.Random(19).shuffle
     for _ in range(repeat):
-        for name, cmd in commands:
+        order = list(commands)
+        shuffle(order)
+        for name, cmd in order:
             if cleanup:
                 cleanup()
             w, r = run(cmd)

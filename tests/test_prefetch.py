@@ -29,9 +29,9 @@ def prefetch_all(monkeypatch):
     made = []
     entry_bytes = tensors.entry_bytes
 
-    def spy(checkpoint, entry, scratch=None):
+    def spy(checkpoint, entry, scratch=None, **kwargs):
         made.append((entry.key, threading.current_thread().name))
-        return entry_bytes(checkpoint, entry, scratch)
+        return entry_bytes(checkpoint, entry, scratch, **kwargs)
 
     monkeypatch.setattr(tensors, "entry_bytes", spy)
     return made
@@ -79,12 +79,15 @@ def damaged_copy(src, tmp_path, k, at):
     return str(prefix), names[k]
 
 
-def test_a_corrupt_tensor_found_while_prefetching_fails_cleanly(checkpoints, tmp_path, prefetch_all):
+@pytest.mark.parametrize("kind", sorted(MAPPINGS))
+def test_a_corrupt_tensor_found_while_prefetching_fails_cleanly(checkpoints, tmp_path, prefetch_all, kind):
+    """Kept as stored, the second thread finds the damage as it reads; transposed, the second
+    thread converts it unchecked and the writing thread's check finds it before it is written."""
     prefix, name = damaged_copy(checkpoints("bench_blocks"), tmp_path, 3, 10)
     out = tmp_path / "out" / "x.safetensors"
     out.parent.mkdir()
     with pytest.raises(CorruptCheckpointError, match=f"variable '{name}' fails its CRC32C check"):
-        convert(prefix, MAPPINGS["layout kept"], out, prefetch=True)
+        convert(prefix, MAPPINGS[kind], out, prefetch=True)
     assert list(out.parent.iterdir()) == []  # no output, no temporary file
     assert any(thread.startswith("tf2pt-prefetch") for key, thread in prefetch_all if key == name.replace("/", "."))
     assert not [t for t in threading.enumerate() if t.name.startswith("tf2pt-prefetch")]
@@ -240,3 +243,24 @@ def test_tensors_above_the_whole_bound_are_copied_in_checked_chunks(checkpoints,
     r = run(prefix, out / "x.safetensors")
     assert r.exit_code == 2 and f"variable '{name}' fails its CRC32C check" in r.output, r.output
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", sorted(MAPPINGS))
+@pytest.mark.parametrize("prefetching", [True, False])
+def test_every_converted_tensor_is_crc_checked_once(checkpoints, tmp_path, monkeypatch, prefetch_all, kind, prefetching):
+    """Whichever thread converts a tensor, its source's CRC32C is checked exactly once before it
+    is written: by the reader where it is copied as stored, by the writing thread where the
+    second thread converted it unchecked."""
+    from tf2pt.read import bundle
+
+    checked = []
+    check = bundle.BundleCheckpoint._check_crc
+    monkeypatch.setattr(bundle.BundleCheckpoint, "_check_crc", lambda self, label, entry, data: (
+        checked.append((label, threading.current_thread().name)), check(self, label, entry, data)))
+    entries = convert(checkpoints("bench_blocks"), MAPPINGS[kind], tmp_path / "x.safetensors", prefetch=prefetching)
+    assert sorted(label for label, _ in checked) == sorted(repr(e.key.replace(".", "/")) for e in entries)
+    threads = {thread for _, thread in checked}
+    if kind == "transposed" or not prefetching:
+        assert threads == {threading.current_thread().name}
+    else:
+        assert any(thread.startswith("tf2pt-prefetch") for thread in threads)

@@ -630,3 +630,24 @@ def test_both_crc32c_implementations_agree_on_every_kind_of_buffer(example, monk
     monkeypatch.setitem(sys.modules, "google_crc32c", None)
     with pytest.raises(DependencyError, match="needs crc32c, which is not installed"):
         _crc.crc32c(b"x")
+
+
+def test_verify_crc_checks_what_a_read_without_the_check_skipped(checkpoints, tmp_path):
+    """The streaming writer converts in its second thread with ``check_crc=False`` and checks in
+    the writing thread (``verify_crc``): a flipped byte in one slice of a partitioned variable
+    (TF's own) reads unchecked, and the check then names the variable's slice; an intact
+    variable passes."""
+    prefix = copy_bundle(open_checkpoint(checkpoints("partitioned")).prefix, tmp_path / "copy")
+    with open_checkpoint(prefix) as ckpt:
+        shard, offset = ckpt.entry_location("embedding")
+        data_file = ckpt.files[1 + shard]
+    flip_byte(data_file, offset + 2)
+    with open_checkpoint(prefix) as ckpt:
+        ckpt.verify_crc("bias")
+        assert ckpt.read("embedding", check_crc=False).shape == (10, 4)
+        with pytest.raises(CorruptCheckpointError, match=r"variable 'embedding' \(slice\) fails its CRC32C check"):
+            ckpt.verify_crc("embedding")
+        with pytest.raises(CorruptCheckpointError, match=r"variable 'embedding' \(slice\) fails its CRC32C check"):
+            ckpt.read("embedding")
+        with pytest.raises(CheckpointNotFoundError):
+            ckpt.verify_crc("no/such/variable")

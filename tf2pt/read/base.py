@@ -114,6 +114,10 @@ class Checkpoint:
         for chunk in self.iter_chunks(name):
             sink.write(chunk)
 
+    def verify_crc(self, name: str) -> None:
+        """Check ``name``'s stored bytes against the checksum the source holds for them, as
+        ``read(name)`` does; sources without checksums have nothing to check."""
+
     def checked_bytes(self, name: str) -> Optional[memoryview]:
         """The raw bytes of ``name`` as one checked buffer, where the source holds them so;
         ``None`` here (use :meth:`copy_to`)."""

@@ -495,6 +495,18 @@ class BundleCheckpoint(IndexedCheckpoint):
             full[index] = self._entry_array(f"{name!r} (slice)", part, check_crc)
         return full
 
+    def verify_crc(self, name: str) -> None:
+        """Check the CRC32C of ``name``'s stored bytes (of each slice of a partitioned variable),
+        as ``read(name)`` does: for data read with ``check_crc=False`` before it is written."""
+        entry = self._entries.get(name)
+        if entry is None:
+            raise CheckpointNotFoundError(f"no variable named {name!r}", path=self.index_path)
+        parts = ([(f"{name!r} (slice)", self._slices[slice_key(name, x)]) for x in entry.slices] if entry.slices
+                 else [(repr(name), entry)])
+        for label, part in parts:
+            if dtypes.numpy_dtype(part.dtype, self.big_endian) not in (None, object):  # strings check their own
+                self._check_crc(label, part, self._bytes(part))
+
     def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[memoryview]:
         """Raw little-endian bytes of ``name`` in chunks, straight from the memory map.
 

@@ -92,9 +92,12 @@ def write_entries(checkpoint, entries, path, metadata: Optional[Dict[str, str]] 
 
         ordered = tensors.file_order(checkpoint, entries)
         items = [(e.key, e.shape, e.dtype) for e in ordered]
-        fill = Prefetch(lambda i, scratch: tensors.entry_bytes(checkpoint, ordered[i], scratch),
+        # the second thread converts; the writing thread checks the CRC32C of what it converted
+        # before writing it (it would otherwise wait for the second thread, whose work is the longer)
+        fill = Prefetch(lambda i, scratch: tensors.entry_bytes(checkpoint, ordered[i], scratch, check_crc=False),
                         lambda i, sink: tensors.fill_entry(checkpoint, ordered[i], sink),
-                        [nbytes(shape, dtype) for _, shape, dtype in items], enabled=prefetch)
+                        [nbytes(shape, dtype) for _, shape, dtype in items], enabled=prefetch,
+                        before_write=lambda i: tensors.check_source(checkpoint, ordered[i]))
         with fill:
             write_safetensors(path, items, fill, metadata, force, progress, final_metadata,
                               after_item=lambda i: checkpoint.release(ordered[i].source))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from .safetensors import Sink, write_bytes
 from .scratch import Scratch
@@ -21,15 +21,19 @@ class Prefetch:
     writing item ``i`` (on two cores: the write is a kernel copy, the preparation a CRC and a
     permuted copy, both outside the GIL). ``prepare(i, scratch)`` returns the bytes of item
     ``i`` (one buffer, or an iterator of slabs) or ``None``, in which case ``fallback(i, sink)``
-    writes it with nothing in flight; ``sizes[i]`` decide which items are worth prefetching.
+    writes it with nothing in flight; ``sizes[i]`` decide which items are worth prefetching;
+    ``before_write(i)``, if given, runs in the writing thread before item ``i``'s bytes are
+    written (while the next item is made ready).
     Two scratch buffers alternate between prefetched items, so the one being written is never
     the one being filled; a ring of two more serves items too large to prefetch, whose slabs
     are made one ahead of the one being written. Use as a context manager: leaving it waits for
     the work in flight, so the checkpoint is never closed under it. ``enabled=False`` (or one
     core) makes everything in the writing thread."""
 
-    def __init__(self, prepare, fallback, sizes: Sequence[int], enabled: bool = True):
+    def __init__(self, prepare, fallback, sizes: Sequence[int], enabled: bool = True,
+                 before_write: Optional[Callable[[int], None]] = None):
         self._prepare, self._fallback, self._sizes = prepare, fallback, list(sizes)
+        self._before_write = before_write
         self._enabled = enabled and (os.cpu_count() or 1) > 1
         self._scratch = [Scratch(), Scratch(), Scratch(buffers=2)]
         self._pending: Dict[int, Any] = {}
@@ -50,16 +54,26 @@ class Prefetch:
             self._pending[i + 1] = self._get_pool().submit(self._make, i + 1)
         if data is None:
             return
+        check = (lambda: self._before_write(i)) if self._before_write else None
         if self._enabled and not isinstance(data, (memoryview, bytes, bytearray)):
-            self._write_ahead(sink, iter(data))  # slabs of a large tensor
+            self._write_ahead(sink, iter(data), check)  # slabs of a large tensor
         else:
+            if check:
+                check()
             write_bytes(sink, data)
 
-    def _write_ahead(self, sink: Sink, pieces) -> None:
-        """Write ``pieces``, each made in the worker while the one before is written: the ring
-        of two buffers they are made in holds just those two."""
+    def _write_ahead(self, sink: Sink, pieces, check=None) -> None:
+        """Write ``pieces``, each made in the worker while the one before is written (and
+        ``check`` runs while the first is made): the ring of two buffers they are made in
+        holds just those two."""
         pool = self._get_pool()
         future = pool.submit(next, pieces, None)
+        if check:
+            try:
+                check()
+            except BaseException:
+                future.cancel() or future.exception()
+                raise
         while True:
             piece = future.result()
             if piece is None:

@@ -41,19 +41,21 @@ def as_tensor(entry, checkpoint):
     return numpy_to_torch(entry.transform(source), copy=False).to(dtype)
 
 
-def as_array(entry, checkpoint, scratch=None) -> Optional[np.ndarray]:
+def as_array(entry, checkpoint, scratch=None, check_crc: bool = True) -> Optional[np.ndarray]:
     """The value as a numpy array when numpy alone gives exactly what :func:`as_tensor` gives,
-    else ``None``. With ``scratch``, the result is only valid until the next call."""
-    value = _numpy_value(entry, checkpoint)
+    else ``None``. With ``scratch``, the result is only valid until the next call;
+    ``check_crc=False`` leaves the source's CRC32C to :func:`check_source`."""
+    value = _numpy_value(entry, checkpoint, check_crc)
     return _copied(value.view, scratch) if isinstance(value, _Permuted) else value
 
 
-def as_pieces(entry, checkpoint, scratch=None, piece_bytes: int = 32 << 20) -> Optional[Iterator[np.ndarray]]:
+def as_pieces(entry, checkpoint, scratch=None, piece_bytes: int = 32 << 20,
+              check_crc: bool = True) -> Optional[Iterator[np.ndarray]]:
     """:func:`as_array` in C-ordered slabs along the first axis, each made when asked for, of
     about ``piece_bytes`` (see :data:`SLAB_MIN_ROWS`): converting a large tensor then needs a
     slab of memory besides the source, not a second copy of the tensor. ``None`` where
     :func:`as_array` is; a tensor that needs no permutation is one piece."""
-    value = _numpy_value(entry, checkpoint)
+    value = _numpy_value(entry, checkpoint, check_crc)
     if value is None:
         return None
     if not isinstance(value, _Permuted):
@@ -61,7 +63,7 @@ def as_pieces(entry, checkpoint, scratch=None, piece_bytes: int = 32 << 20) -> O
     return _slabs(value.view, scratch, piece_bytes)
 
 
-def _numpy_value(entry, checkpoint):
+def _numpy_value(entry, checkpoint, check_crc: bool = True):
     """The finished numpy value, a :class:`_Permuted` source view still to be copied, or
     ``None`` (numpy would not give exactly what torch gives)."""
     if entry.dtype not in NUMPY_NATIVE:
@@ -75,7 +77,7 @@ def _numpy_value(entry, checkpoint):
     info = checkpoint.variables[entry.source]
     if info.dtype != entry.dtype:
         return None
-    source = checkpoint.read(entry.source)
+    source = checkpoint.read(entry.source) if check_crc else checkpoint.read(entry.source, check_crc=False)
     if entry.transform.perm is None:
         value = entry.transform(source)
         return value if value.flags.c_contiguous else np.ascontiguousarray(value)  # (keeps 0-d arrays 0-d)
@@ -261,19 +263,29 @@ def _copied_as_is(checkpoint, entry) -> bool:
 SLAB_BYTES = 32 << 20
 
 
-def entry_bytes(checkpoint, entry, scratch: Optional[Scratch] = None):
+def entry_bytes(checkpoint, entry, scratch: Optional[Scratch] = None, check_crc: bool = True):
     """The bytes to write for one planned entry without torch: a CRC-checked view of the source
     when layout and dtype are unchanged (above ``WHOLE_BYTES``, an iterator of checked chunks:
-    :meth:`~tf2pt.read.bundle.BundleCheckpoint.checked_bytes`), else the tensor numpy converts (see :func:`as_array`;
-    with ``scratch``, valid until its next use) -- above :data:`SLAB_BYTES`, an iterator of
-    slabs made as they are written. ``None`` where only :func:`fill_entry` can."""
+    :meth:`~tf2pt.read.bundle.BundleCheckpoint.checked_bytes`), else the tensor numpy converts
+    (see :func:`as_array`; with ``scratch``, valid until its next use) -- above
+    :data:`SLAB_BYTES`, an iterator of slabs made as they are written. ``None`` where only
+    :func:`fill_entry` can. ``check_crc=False`` converts without checking the source's CRC32C,
+    which :func:`check_source` then checks before the bytes are written (the streaming writer
+    checks in the writing thread what its second thread converted, which balances the two)."""
     if _copied_as_is(checkpoint, entry):
         return checkpoint.checked_bytes(entry.source)
     if nbytes(entry.shape, entry.dtype) > SLAB_BYTES:
-        pieces = as_pieces(entry, checkpoint, scratch, SLAB_BYTES)
+        pieces = as_pieces(entry, checkpoint, scratch, SLAB_BYTES, check_crc)
         return None if pieces is None else (array_bytes(piece) for piece in pieces)
-    array = as_array(entry, checkpoint, scratch)
+    array = as_array(entry, checkpoint, scratch, check_crc)
     return None if array is None else array_bytes(array)
+
+
+def check_source(checkpoint, entry) -> None:
+    """The CRC32C check that :func:`entry_bytes` with ``check_crc=False`` left out: of the
+    source of a converted entry (a copy as stored is checked as it is read; fills have none)."""
+    if entry.source and entry.fill is None and not _copied_as_is(checkpoint, entry):
+        checkpoint.verify_crc(entry.source)
 
 
 def fill_entry(checkpoint, entry, sink: Sink) -> None:
