@@ -9,8 +9,8 @@ from .safetensors import Sink, write_bytes
 from .scratch import Scratch
 
 
-#: Tensors in this size range are made ready (read, CRC-checked, converted) in a second thread
-#: while the one before is written. Smaller ones gain less than the hand-over costs; larger ones
+#: Tensors in this size range are made ready (read and converted, or CRC-checked where copied as
+#: stored) in a second thread while the one before is written. Smaller ones gain less than the hand-over costs; larger ones
 #: would hold a second large tensor in memory (the limit bounds what prefetching adds to it).
 PREFETCH_MIN = 1 << 20
 PREFETCH_MAX = 32 << 20
@@ -20,15 +20,16 @@ class Prefetch:
     """A ``fill`` for :func:`write_safetensors` that overlaps making item ``i + 1`` ready with
     writing item ``i`` (on two cores: the write is a kernel copy, the preparation a CRC and a
     permuted copy, both outside the GIL). ``prepare(i, scratch)`` returns the bytes of item
-    ``i`` (one buffer, or an iterator of slabs) or ``None``, in which case ``fallback(i, sink)``
-    writes it with nothing in flight; ``sizes[i]`` decide which items are worth prefetching;
-    ``before_write(i)``, if given, runs in the writing thread before item ``i``'s bytes are
-    written (while the next item is made ready).
+    ``i`` (one buffer, or an iterator of slabs or chunks) or ``None``, in which case
+    ``fallback(i, sink)`` writes it with nothing in flight; ``sizes[i]`` decide which items are
+    worth prefetching; ``before_write(i)``, if given, runs in the writing thread before item
+    ``i``'s bytes are written, while the next item is made ready.
+
     Two scratch buffers alternate between prefetched items, so the one being written is never
     the one being filled; a ring of two more serves items too large to prefetch, whose slabs
-    are made one ahead of the one being written. Use as a context manager: leaving it waits for
-    the work in flight, so the checkpoint is never closed under it. ``enabled=False`` (or one
-    core) makes everything in the writing thread."""
+    (or chunks) are made one ahead of the one being written. Use as a context manager: leaving
+    it waits for the work in flight, so the checkpoint is never closed under it.
+    ``enabled=False`` (or one core) makes everything in the writing thread."""
 
     def __init__(self, prepare, fallback, sizes: Sequence[int], enabled: bool = True,
                  before_write: Optional[Callable[[int], None]] = None):
@@ -68,22 +69,19 @@ class Prefetch:
         holds just those two."""
         pool = self._get_pool()
         future = pool.submit(next, pieces, None)
-        if check:
-            try:
+        try:
+            if check:
                 check()
-            except BaseException:
-                future.cancel() or future.exception()
-                raise
-        while True:
-            piece = future.result()
-            if piece is None:
-                return
-            future = pool.submit(next, pieces, None)
-            try:
+            while True:
+                piece = future.result()
+                if piece is None:
+                    return
+                future = pool.submit(next, pieces, None)
                 sink.write(piece)
-            except BaseException:
-                future.cancel() or future.exception()  # wait: the generator may not be left running
-                raise
+        except BaseException:
+            if not future.cancel():  # the generator may not be left running in the worker
+                future.exception()
+            raise
 
     def _get_pool(self):
         if self._pool is None:
