@@ -129,28 +129,33 @@ def test_convert_prefetches_only_where_the_hashing_leaves_a_core(checkpoints, tm
     assert seen == [expected]
 
 
-def test_an_interrupt_while_a_tensor_is_in_flight_leaves_nothing(checkpoints, tmp_path, prefetch_all, monkeypatch):
-    """Ctrl-C reaches the writing thread while the worker prepares the next tensor: the worker is
-    waited for (the checkpoint is not closed under it), and no output or thread is left."""
+def interrupted_convert(checkpoints, tmp_path, monkeypatch, at):
+    """``tf2pt convert`` (transposed) with Ctrl-C reaching the writing thread at its ``at``-th
+    write (the header is the first): exit 130, and no output, temporary file or thread left."""
     calls = []
     sink_write = safetensors.Sink.write
 
     def interrupted(self, data):
         calls.append(1)
-        if len(calls) == 4:  # the header, then the third tensor
+        if len(calls) == at:
             raise KeyboardInterrupt
         sink_write(self, data)
 
     monkeypatch.setattr(safetensors.Sink, "write", interrupted)
     out = tmp_path / "out"
     out.mkdir()
-    args = ["convert", checkpoints("bench_blocks"), "-m", str(MAPPINGS["transposed"]), "-o", str(out / "x.safetensors"),
-            "--no-hash-sources"]
+    args = ["convert", checkpoints("bench_blocks"), "-m", str(MAPPINGS["transposed"]), "-o", str(out / "x.safetensors")]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 130 and "interrupted; no output was written" in r.output
     assert list(out.iterdir()) == []
-    assert [thread for _, thread in prefetch_all][3].startswith("tf2pt-prefetch")  # the fourth was in flight
     assert not [t for t in threading.enumerate() if t.name.startswith("tf2pt-prefetch")]
+
+
+def test_an_interrupt_while_a_tensor_is_in_flight_leaves_nothing(checkpoints, tmp_path, prefetch_all, monkeypatch):
+    """Ctrl-C reaches the writing thread while the worker prepares the next tensor: the worker is
+    waited for (the checkpoint is not closed under it), and no output or thread is left."""
+    interrupted_convert(checkpoints, tmp_path, monkeypatch, at=4)  # the header, then the third tensor
+    assert [thread for _, thread in prefetch_all][3].startswith("tf2pt-prefetch")  # the fourth was in flight
 
 
 @pytest.fixture
@@ -192,24 +197,8 @@ def test_slabs_of_a_large_tensor_are_made_one_ahead_of_the_write(checkpoints, tm
 
 def test_an_interrupt_while_a_slab_is_in_flight_leaves_nothing(checkpoints, tmp_path, slabs_only, monkeypatch):
     """Ctrl-C while the worker makes the next slab: no output, no temporary file, no thread."""
-    calls = []
-    sink_write = safetensors.Sink.write
-
-    def interrupted(self, data):
-        calls.append(1)
-        if len(calls) == 6:  # the header, then the fifth slab
-            raise KeyboardInterrupt
-        sink_write(self, data)
-
-    monkeypatch.setattr(safetensors.Sink, "write", interrupted)
-    out = tmp_path / "out"
-    out.mkdir()
-    args = ["convert", checkpoints("bench_blocks"), "-m", str(MAPPINGS["transposed"]), "-o", str(out / "x.safetensors")]
-    r = CliRunner().invoke(cli, args)
-    assert r.exit_code == 130 and "interrupted; no output was written" in r.output
-    assert list(out.iterdir()) == []
+    interrupted_convert(checkpoints, tmp_path, monkeypatch, at=6)  # the header, then the fifth slab
     assert len(slabs_only) in (5, 6)  # the sixth, in flight, was cancelled or waited for; no later one
-    assert not [t for t in threading.enumerate() if t.name.startswith("tf2pt-prefetch")]
 
 
 @pytest.mark.parametrize("command", ["dump", "convert"])
