@@ -51,9 +51,9 @@ OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 #: the most bytes :meth:`BundleCheckpoint.checked_bytes` hands over as one view; larger tensors
-#: are copied chunk by chunk (:meth:`BundleCheckpoint.copy_to`). A 1 GiB tensor written whole
-#: from the map held 1 GiB of it mapped while the page cache grew by as much, and its write
-#: stalled in 4 rounds of 7 here where 32 MiB chunks stalled in 1-2 (and `cp` in none)
+#: come in chunks of this size, each released once written. A 1 GiB tensor written whole from
+#: the map held 1 GiB of it mapped while the page cache grew by as much (and in one interleaved
+#: measurement its write stalled in 4 rounds of 7, chunks of 8-64 MiB in 1-2, `cp` in none)
 WHOLE_BYTES = 32 << 20
 
 
@@ -545,7 +545,7 @@ class BundleCheckpoint(IndexedCheckpoint):
         """Write the raw bytes of ``name`` to ``sink`` (see :class:`tf2pt.write.safetensors.Sink`)
         straight from the memory map, in chunks of :data:`WHOLE_BYTES`: the CRC32C is computed
         on the way (a mismatch raises before the last chunk is written) and each chunk's pages
-        are released once written, so a tensor of any size holds one chunk mapped at a time."""
+        are released once written, so a tensor of any size holds at most three chunks mapped."""
         for chunk in self.iter_chunks(name, WHOLE_BYTES):
             sink.write(chunk)
 

@@ -18,8 +18,8 @@ Memory: ``.safetensors`` needs, whatever the model size, a few 32 MiB chunks of 
 tensor written as stored (its pages are released chunk by chunk once written), or the source
 tensor's pages plus two slabs (32 MiB each; up to 128 MiB for tensors of very long rows) for one
 converted, since a converted tensor's next slab is made while one is written; prefetching adds
-the next tensor's pages and two 32 MiB buffers at most. Dumping to safetensors needs no torch. ``.pth`` holds the whole state dict in memory (``torch.save``
-serialises one dict).
+the next tensor's pages and two 32 MiB buffers at most. Dumping to safetensors needs no torch.
+``.pth`` holds the whole state dict in memory (``torch.save`` serialises one dict).
 """
 
 from __future__ import annotations
