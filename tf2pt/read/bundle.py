@@ -501,19 +501,22 @@ class BundleCheckpoint(IndexedCheckpoint):
         entry = self._entries.get(name)
         if entry is None:
             raise CheckpointNotFoundError(f"no variable named {name!r}", path=self.index_path)
-        parts = ([(f"{name!r} (slice)", self._slices[slice_key(name, x)]) for x in entry.slices] if entry.slices
-                 else [(repr(name), entry)])
-        for label, part in parts:
+        label = f"{name!r} (slice)" if entry.slices else repr(name)
+        for part in self._parts(name, entry):
             if dtypes.numpy_dtype(part.dtype, self.big_endian) not in (None, object):  # strings check their own
                 self._check_crc(label, part, self._bytes(part))
+
+    def _parts(self, name: str, entry: IndexEntry) -> List[IndexEntry]:
+        """Where ``name``'s bytes are stored: its slices' entries, or its own."""
+        return [self._slices[slice_key(name, x)] for x in entry.slices] if entry.slices else [entry]
 
     def iter_chunks(self, name: str, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[memoryview]:
         """Raw little-endian bytes of ``name`` in chunks, straight from the memory map.
 
         The CRC32C is computed on the way; a mismatch raises before the last chunk is yielded,
         so a streaming writer never finishes a file with corrupt data. A chunk's pages are
-        released when the chunk after next is asked for (or at the end): the consumer may be
-        writing one chunk while the next is made ready.
+        released when the chunk after next is asked for: the consumer may be writing one chunk
+        while the next is made ready, so the last chunk's pages are left to :meth:`release`.
         """
         entry = self._entries.get(name)
         if entry is None:
@@ -525,7 +528,7 @@ class BundleCheckpoint(IndexedCheckpoint):
         crc = 0
         total = len(data)
         written = None  # (offset, size) of the chunk before the one last yielded
-        last = None
+        last = None  # (offset, size) of the chunk last yielded
         for start in range(0, max(total, 1), chunk_bytes):
             chunk = data[start:start + chunk_bytes]
             crc = crc32c(chunk, crc) if len(chunk) else crc
@@ -537,9 +540,8 @@ class BundleCheckpoint(IndexedCheckpoint):
             if len(chunk):
                 yield chunk
                 written, last = last, (start, len(chunk))
-        for done in (written, last):
-            if done is not None:
-                self._release_range(entry.shard, entry.offset + done[0], done[1])
+        if written is not None:
+            self._release_range(entry.shard, entry.offset + written[0], written[1])
 
     def copy_to(self, name: str, sink) -> None:
         """Write the raw bytes of ``name`` to ``sink`` (see :class:`tf2pt.write.safetensors.Sink`)
@@ -548,6 +550,7 @@ class BundleCheckpoint(IndexedCheckpoint):
         are released once written, so a tensor of any size holds at most three chunks mapped."""
         for chunk in self.iter_chunks(name, WHOLE_BYTES):
             sink.write(chunk)
+        self.release(name)
 
     def checked_bytes(self, name: str):
         """The raw little-endian bytes of ``name`` as a view of the memory map, CRC32C checked,
@@ -583,8 +586,7 @@ class BundleCheckpoint(IndexedCheckpoint):
         entry = self._entries.get(name) if name is not None else None
         if entry is None:
             return
-        parts = [self._slices[slice_key(name, x)] for x in entry.slices] if entry.slices else [entry]
-        for part in parts:
+        for part in self._parts(name, entry):
             self._release_range(part.shard, part.offset, part.size)
 
     def entry_location(self, name: str) -> Tuple[int, int]:

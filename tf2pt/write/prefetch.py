@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from .safetensors import Sink, write_bytes
+from .safetensors import Sink, is_buffer, write_bytes
 from .scratch import Scratch
 
 
@@ -56,7 +56,7 @@ class Prefetch:
         if data is None:
             return
         check = (lambda: self._before_write(i)) if self._before_write else None
-        if self._enabled and not isinstance(data, (memoryview, bytes, bytearray)):
+        if self._enabled and not is_buffer(data):
             self._write_ahead(sink, iter(data), check)  # slabs of a large tensor
         else:
             if check:

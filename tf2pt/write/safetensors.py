@@ -75,9 +75,14 @@ class Sink:
             view = view[n:]
 
 
+def is_buffer(data) -> bool:
+    """Whether ``data`` is one buffer (else an iterator of buffers, see :func:`write_bytes`)."""
+    return isinstance(data, (memoryview, bytes, bytearray))
+
+
 def write_bytes(sink: Sink, data) -> None:
     """Write what :func:`~.tensors.entry_bytes` returned: one buffer or an iterator of them."""
-    if isinstance(data, (memoryview, bytes, bytearray)):
+    if is_buffer(data):
         sink.write(data)
     else:
         for piece in data:
